@@ -1,0 +1,69 @@
+# The front door. Everything real happens in CMake (CMakeLists.txt) and toolchains/deps.sh.
+#   make          build build/iotbox (fully static, stripped), installing build packages if needed
+#   make check    build and run every test (unit, black-box, broker, chroot); leaves nothing running
+#   make demo     start a local TLS broker and the fakecloud, run iotd against them, show it working
+#   make size     stripped size and what each library contributes
+#   make install  DESTDIR=... PREFIX=/usr: the binary and its applet links
+#   make bench    build and run the benchmarks
+BUILD   ?= build
+JOBS    ?= 2
+PREFIX  ?= /usr
+CMAKE_FLAGS ?=
+TRIPLET := $(shell gcc -dumpmachine 2>/dev/null)
+MAKEFLAGS += --no-print-directory
+
+BUILD_PACKAGES := build-essential cmake libssl-dev zlib1g-dev libprotobuf-dev protobuf-compiler dpkg-dev xz-utils file
+TEST_PACKAGES  := libgtest-dev libgmock-dev libbenchmark-dev mosquitto openssl python3 python3-paho-mqtt \
+                  python3-cryptography python3-pytest procps
+
+.PHONY: all packages test-packages deps configure check demo size install bench format clean distclean
+
+all: configure
+	@cmake --build $(BUILD) -j$(JOBS) --target iotbox
+	@printf '$(BUILD)/iotbox: %s bytes, %s, %s\n' "$$(stat -c %s $(BUILD)/iotbox)" \
+	  "$$(file -b $(BUILD)/iotbox | grep -o 'statically linked\|dynamically linked')" \
+	  "$$(file -b $(BUILD)/iotbox | grep -o 'stripped\|not stripped' | head -n 1)"
+
+# Install what is missing, as root; otherwise say exactly what to run.
+packages:
+	@toolchains/packages.sh $(BUILD_PACKAGES)
+test-packages:
+	@toolchains/packages.sh $(BUILD_PACKAGES) $(TEST_PACKAGES)
+
+deps: packages
+	@toolchains/deps.sh $(TRIPLET) $(CURDIR)/$(BUILD)/deps
+
+configure: deps
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+
+check: test-packages
+	@$(MAKE) --no-print-directory all
+	@cmake --build $(BUILD) -j$(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS); rc=$$?; \
+	  /usr/bin/python3 ../tests/testbed/testbed.py reap $(CURDIR)/$(BUILD)/testbed >/dev/null 2>&1; exit $$rc
+
+demo: test-packages
+	@$(MAKE) --no-print-directory all
+	@tests/demo.sh $(BUILD)
+
+size: all
+	@/usr/bin/python3 toolchains/size.py $(BUILD)/iotbox $(BUILD)/iotbox.map
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/iotbox $(DESTDIR)$(PREFIX)/sbin/iotbox
+	ln -sf iotbox $(DESTDIR)$(PREFIX)/sbin/iotd
+	for a in iot-provision iot-job-run iot-metrics iot-tunnel iot-config; do ln -sf ../sbin/iotbox $(DESTDIR)$(PREFIX)/bin/$$a; done
+
+bench: test-packages configure
+	@cmake -S . -B $(BUILD) -DIOT_BENCH=ON >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target benchmarks
+	@$(BUILD)/bench/benchmarks
+
+format:
+	@clang-format -i $$(git ls-files '*.cpp' '*.hpp')
+
+clean:
+	@cmake --build $(BUILD) --target clean 2>/dev/null || true
+distclean:
+	rm -rf $(BUILD)

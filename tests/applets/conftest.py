@@ -1,0 +1,137 @@
+"""Fixtures for the black-box suites: the real static binary, and a real TLS broker per test."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SOURCE, 'tests', 'testbed'))
+import testbed as testbed_mod  # noqa: E402
+
+IOTBOX = os.path.abspath(os.environ.get('IOTBOX', os.path.join(SOURCE, 'build', 'iotbox')))
+APPLETS = ['iotd', 'iot-provision', 'iot-job-run', 'iot-metrics', 'iot-tunnel', 'iot-config']
+ROOT = os.environ.get('IOT_TESTBED_ROOT', os.path.join(SOURCE, 'build', 'testbed'))
+
+
+@pytest.fixture
+def iotbox():
+    assert os.path.exists(IOTBOX), f'{IOTBOX} not built (run make)'
+    return IOTBOX
+
+
+@pytest.fixture
+def workdir():
+    d = tempfile.mkdtemp(prefix='iotbox-test-')
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def links(iotbox, workdir):
+    """A bin directory with a symlink per applet, as on a device."""
+    bindir = os.path.join(workdir, 'bin')
+    os.makedirs(bindir)
+    for a in APPLETS:
+        os.symlink(iotbox, os.path.join(bindir, a))
+    return bindir
+
+
+@pytest.fixture
+def broker(request):
+    os.makedirs(ROOT, exist_ok=True)
+    d = tempfile.mkdtemp(prefix=f'{request.node.name[:40]}-', dir=ROOT)
+    tb = testbed_mod.Testbed(d)
+    tb.up()
+    yield tb
+    tb.down()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def run(args, **kw):
+    kw.setdefault('capture_output', True)
+    kw.setdefault('text', True)
+    kw.setdefault('timeout', 30)
+    return subprocess.run(args, **kw)
+
+
+class Daemon:
+    """A running iotd whose log lines can be awaited."""
+
+    def __init__(self, args, log_path, env=None, cwd=None):
+        self.log_path = log_path
+        self.log = open(log_path, 'w')
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_for(self, text, timeout=15, count=1):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.output().count(text) >= count:
+                return True
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f'"{text}" (x{count}) not seen within {timeout}s; exit={self.proc.poll()}\n{self.output()}')
+
+    def stop(self, sig=15, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def daemons():
+    started = []
+
+    def start(args, log_path, **kw):
+        d = Daemon(args, log_path, **kw)
+        started.append(d)
+        return d
+    yield start
+    for d in started:
+        d.kill()
+
+
+def device_config(broker, workdir, thing, **extra):
+    """A Device Client style config file for `thing` against the test broker."""
+    import json
+    ident = broker.thing(thing)
+    cfg = {
+        'endpoint': 'localhost',
+        'port': broker.port,
+        'cert': ident['cert'],
+        'key': ident['key'],
+        'root-ca': broker.ca,
+        'thing-name': thing,
+        'logging': {'level': 'DEBUG', 'type': 'STDOUT'},
+        'jobs': {'enabled': False},
+        'tunneling': {'enabled': False},
+        'device-defender': {'enabled': False},
+        'fleet-provisioning': {'enabled': False},
+        'lock-file': os.path.join(workdir, 'iotd.lock'),
+        'mqtt': {'reconnect-min': 1, 'reconnect-max': 2},
+    }
+    for k, v in extra.items():
+        cfg[k] = v
+    path = os.path.join(workdir, f'{thing}.conf')
+    with open(path, 'w') as f:
+        json.dump(cfg, f, indent=2)
+    os.chmod(path, 0o640)
+    return path, ident
