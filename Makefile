@@ -59,6 +59,7 @@ bench: test-packages configure
 	@cmake -S . -B $(BUILD) -DIOT_BENCH=ON >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS) --target benchmarks
 	@$(BUILD)/bench/benchmarks
+	@/usr/bin/python3 bench/iotd_footprint.py $(BUILD)/iotbox
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.hpp')
