@@ -1,13 +1,4 @@
-# Cross toolchain for arm-linux-gnueabihf (Debian's cross compiler and the :armhf multiarch -dev
-# packages). Usable on its own with a sysroot of yours: set CMAKE_SYSROOT (and PKG_CONFIG_LIBDIR)
-# before including this file, e.g. cmake -DCMAKE_SYSROOT=/opt/sdk/sysroot -DCMAKE_TOOLCHAIN_FILE=...
-set(CMAKE_SYSTEM_NAME Linux)
+# Toolchain for arm-linux-gnueabihf: cmake -DCMAKE_TOOLCHAIN_FILE=toolchains/arm-linux-gnueabihf.cmake (see cross-common.cmake).
+set(IOT_CROSS_TRIPLET arm-linux-gnueabihf)
 set(CMAKE_SYSTEM_PROCESSOR arm)
-set(CMAKE_C_COMPILER arm-linux-gnueabihf-gcc)
-set(CMAKE_CXX_COMPILER arm-linux-gnueabihf-g++)
-set(CMAKE_LIBRARY_ARCHITECTURE arm-linux-gnueabihf)
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-# Never let pkg-config hand the host's libraries to the cross link.
-if(NOT DEFINED ENV{PKG_CONFIG_LIBDIR})
-  set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/arm-linux-gnueabihf/pkgconfig:/usr/share/pkgconfig")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/cross-common.cmake)

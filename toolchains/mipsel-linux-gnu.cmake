@@ -1,13 +1,4 @@
-# Cross toolchain for mipsel-linux-gnu (Debian's cross compiler and the :mipsel multiarch -dev
-# packages). Usable on its own with a sysroot of yours: set CMAKE_SYSROOT (and PKG_CONFIG_LIBDIR)
-# before including this file, e.g. cmake -DCMAKE_SYSROOT=/opt/sdk/sysroot -DCMAKE_TOOLCHAIN_FILE=...
-set(CMAKE_SYSTEM_NAME Linux)
+# Toolchain for mipsel-linux-gnu: cmake -DCMAKE_TOOLCHAIN_FILE=toolchains/mipsel-linux-gnu.cmake (see cross-common.cmake).
+set(IOT_CROSS_TRIPLET mipsel-linux-gnu)
 set(CMAKE_SYSTEM_PROCESSOR mipsel)
-set(CMAKE_C_COMPILER mipsel-linux-gnu-gcc)
-set(CMAKE_CXX_COMPILER mipsel-linux-gnu-g++)
-set(CMAKE_LIBRARY_ARCHITECTURE mipsel-linux-gnu)
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-# Never let pkg-config hand the host's libraries to the cross link.
-if(NOT DEFINED ENV{PKG_CONFIG_LIBDIR})
-  set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/mipsel-linux-gnu/pkgconfig:/usr/share/pkgconfig")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/cross-common.cmake)
