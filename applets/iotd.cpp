@@ -63,8 +63,7 @@ void iotd_help() {
            "with jittered backoff after any loss. Accepts the AWS IoT Device Client's config file,\n"
            "flags and environment unchanged.\n\n"
            "Signals: SIGTERM/SIGINT stop cleanly (exit 0), SIGHUP reopens the log file.\n"
-           "Exit codes: 0 stopped by a signal, 1 could not start, 2 usage or configuration error.\n\n"
-           "Options (every option is also a config file key, see iot-config):\n%s",
+           "Exit codes: 0 stopped by a signal, 1 could not start, 2 usage or configuration error.\n\n%s",
            iot::config::help_text().c_str());
 }
 
