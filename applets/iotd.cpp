@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "applet.hpp"
 #include "config/config.hpp"
@@ -12,6 +13,9 @@
 #include "log/log.hpp"
 #include "loop/loop.hpp"
 #include "mqtt/client.hpp"
+#if IOTBOX_FEATURE_JOBS
+#include "jobs/feature.hpp"
+#endif
 
 namespace {
 const char* const kName = "iotd";
@@ -121,6 +125,25 @@ int iotd_main(int argc, char** argv) {
     client.on_connection([](bool up, const std::string& reason) {
         if (up) LOG_INFO(kName, "online");
         else LOG_DEBUG(kName, "offline: %s", reason.c_str());
+    });
+#if IOTBOX_FEATURE_JOBS
+    std::unique_ptr<iot::jobs::JobsFeature> jobs;
+    if (cfg.flag("jobs.enabled")) {
+        iot::Status dir = iot::fs::make_dirs(cfg.path("state-directory"), 0700);
+        if (!dir) return iot::fail(kName, iot::kExitFailed, "state directory: %s", dir.error().c_str());
+        jobs = std::make_unique<iot::jobs::JobsFeature>(loop, client, iot::jobs::feature_options(cfg));
+        iot::Status st = jobs->start();
+        if (!st) return iot::fail(kName, iot::kExitFailed, "jobs: %s", st.error().c_str());
+    }
+#endif
+    (void)loop.on_signal(SIGUSR1, [&] {
+        LOG_INFO(kName, "status: %s to %s:%d (%d connects, %d losses)%s%s",
+                 client.connected() ? "connected" : "not connected", client.options().host.c_str(),
+                 client.options().port, client.stats().connects, client.stats().connection_losses,
+                 client.connected() ? "" : ", last error: ", client.connected() ? "" : client.last_error().c_str());
+#if IOTBOX_FEATURE_JOBS
+        if (jobs) LOG_INFO(kName, "status: jobs: %s", jobs->status_line().c_str());
+#endif
     });
     iot::Status started = client.start();
     if (!started) return iot::fail(kName, iot::kExitFailed, "%s", started.error().c_str());

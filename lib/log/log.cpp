@@ -135,9 +135,10 @@ Result<Level> parse_level(std::string_view name) {
 
 Result<Sink> parse_sink(std::string_view name) {
     if (iequals(name, "STDOUT")) return Sink::Stdout;
+    if (iequals(name, "STDERR")) return Sink::Stderr;
     if (iequals(name, "FILE")) return Sink::File;
     if (iequals(name, "SYSLOG")) return Sink::Syslog;
-    return Error(format("unknown log type '%.*s' (expected STDOUT, FILE or SYSLOG)",
+    return Error(format("unknown log type '%.*s' (expected STDOUT, STDERR, FILE or SYSLOG)",
                         static_cast<int>(name.size()), name.data()));
 }
 
@@ -151,7 +152,10 @@ Status configure(Level level, Sink sink, const std::string& target) {
     st.fd = STDOUT_FILENO;
     st.sink = Sink::Stdout;
     st.target = target;
-    if (sink == Sink::File) {
+    if (sink == Sink::Stderr) {
+        st.fd = STDERR_FILENO;
+        st.sink = Sink::Stderr;
+    } else if (sink == Sink::File) {
         auto fd = open_log_file(target);
         if (!fd) return fd.err();
         st.fd = *fd;

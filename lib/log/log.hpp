@@ -14,10 +14,10 @@
 namespace iot::log {
 
 enum class Level { Debug = 0, Info = 1, Warn = 2, Error = 3 };
-enum class Sink { Stdout, File, Syslog };
+enum class Sink { Stdout, Stderr, File, Syslog };
 
 Result<Level> parse_level(std::string_view name);  // case-insensitive DEBUG|INFO|WARN|ERROR
-Result<Sink> parse_sink(std::string_view name);    // case-insensitive STDOUT|FILE|SYSLOG
+Result<Sink> parse_sink(std::string_view name);    // case-insensitive STDOUT|STDERR|FILE|SYSLOG
 const char* level_name(Level level);
 
 // Configure the process-wide logger. For Sink::File, `target` is the file (created 0600);

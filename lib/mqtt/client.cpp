@@ -212,7 +212,7 @@ void Client::connection_failed(const std::string& reason) {
         LOG_WARN(kComp, "disconnected: %s", reason.c_str());
     else
         LOG_WARN(kComp, "connect failed: %s", reason.c_str());
-    if (on_connection_) on_connection_(false, reason);
+    for (auto& cb : on_connection_) cb(false, reason);
     schedule_reconnect();
 }
 
@@ -325,7 +325,7 @@ void Client::handle_connected(int rc, bool session_present) {
     // Resubscribe whatever the session flag says: a resumed session may still have lost
     // subscriptions (expired, broker restarted), and a duplicate SUBSCRIBE costs nothing.
     send_subscriptions();
-    if (on_connection_) on_connection_(true, {});
+    for (auto& cb : on_connection_) cb(true, {});
     flush_requests();
 }
 
@@ -458,8 +458,13 @@ void Client::request(Request request, std::function<void(const Response&)> done)
             }
         }
     });
-    for (const std::string* t : {&request.accepted, &request.rejected})
-        if (!t->empty()) subscribe(*t, 1, nullptr);
+    // Answer topics already covered by a subscription (e.g. "jobs/+/update/accepted") need no
+    // new one: AWS allows only 50 subscriptions per connection.
+    for (const std::string* t : {&request.accepted, &request.rejected}) {
+        bool covered = false;
+        for (auto& s : subs_) covered = covered || topic_matches(s.filter, *t);
+        if (!t->empty() && !covered) subscribe(*t, 1, nullptr);
+    }
     p.request = std::move(request);
     p.done = std::move(done);
     requests_.push_back(std::move(p));
@@ -472,7 +477,8 @@ void Client::flush_requests() {
         if (r.sent) continue;
         bool ready = true;
         for (auto& s : subs_)
-            if ((s.filter == r.request.accepted || s.filter == r.request.rejected) && !s.active) ready = false;
+            if (!s.active && (topic_matches(s.filter, r.request.accepted) || topic_matches(s.filter, r.request.rejected)))
+                ready = false;
         if (!ready) continue;
         auto mid = publish(r.request.topic, r.request.payload, r.request.qos);
         if (mid) r.sent = true;

@@ -85,7 +85,8 @@ public:
 
     // (up, reason): reason says why a connection went down or failed, in a person's words.
     using ConnectionCallback = std::function<void(bool up, const std::string& reason)>;
-    void on_connection(ConnectionCallback cb) { on_connection_ = std::move(cb); }
+    // Every listener is called, in the order added.
+    void on_connection(ConnectionCallback cb) { on_connection_.push_back(std::move(cb)); }
 
     // Send `request` once its response topics are subscribed and the client is connected; call
     // `done` exactly once with the answer or a timeout.
@@ -147,7 +148,7 @@ private:
     Backoff backoff_;
     std::vector<Subscription> subs_;
     std::list<PendingRequest> requests_;
-    ConnectionCallback on_connection_;
+    std::vector<ConnectionCallback> on_connection_;
     std::function<void(int)> on_published_;
     std::function<void()> on_stopped_;
     EventLoop::WatchId watch_ = 0;

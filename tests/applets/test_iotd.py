@@ -163,7 +163,7 @@ def test_runs_in_a_chroot_holding_only_the_binary(iotbox, broker, workdir, daemo
     os.chmod(os.path.join(root, 'etc', 'device.crt'), 0o644)
     d = daemons([shutil.which('chroot') or '/usr/sbin/chroot', root, '/bin/iotd', '--endpoint', 'localhost', '--port', str(broker.port),
                  '--root-ca', '/etc/ca.crt', '--cert', '/etc/device.crt', '--key', '/etc/device.key',
-                 '--thing-name', 'chrooted', '--lock-file', '/iotd.lock'],
+                 '--thing-name', 'chrooted', '--lock-file', '/iotd.lock', '--enable-jobs', 'false'],
                 os.path.join(workdir, 'chroot.out'), env={'PATH': '/bin'})
     d.wait_for(f'connected to localhost:{broker.port} as chrooted')
     assert d.stop() == 0

@@ -13,7 +13,21 @@ with the device agent, so that a codec bug in the agent cannot hide in the tests
 
 Adding an API: subclass Api, list its routes (MQTT topic filters and handler
 methods) in routes(), and add the class to APIS. A handler gets a Request and
-answers with req.accept(obj) / req.reject(obj) / cloud.publish(...).
+answers with req.accept(obj) / req.reject(obj) / cloud.publish(...). An API may
+add control commands (commands()) and clean up its threads in stop().
+
+APIs: the echo demo (EchoApi below) and AWS IoT Jobs (jobs_api.py, §3 of the
+reference).
+
+Control commands (one JSON object with "cmd" per line, one JSON answer per line
+with "ok": true|false and "error" when false):
+
+    ping, wait_connected {timeout?}, create_thing {name, days?, expired?, untrusted?},
+    things, publish {topic, payload, qos?, retain?}, received {topic?, thing?},
+    wait {topic, thing?, timeout?, after?}, log, clear_log
+    jobs (see jobs_api.py for arguments and results): create_job, cancel_job,
+    remove_job, retry_job, job, jobs, set_strict, jobs_config, fail_next_updates,
+    drop_next
 """
 
 import argparse
@@ -213,6 +227,13 @@ class Api:
         """[(topic filter, handler(req: Request))]"""
         return []
 
+    def commands(self):
+        """{control command name: fn(request dict) -> result dict}"""
+        return {}
+
+    def stop(self):
+        """Called once when the cloud stops, before it disconnects."""
+
 
 class EchoApi(Api):
     """Demo API to test the frame: $aws/things/<thing>/fakecloud/echo.
@@ -245,7 +266,12 @@ class EchoApi(Api):
         req.accept(reply)
 
 
-APIS = [EchoApi]
+# jobs_api imports Api and the helpers above from "fakecloud": when this file is
+# run as a script it is "__main__", so make it importable under its own name.
+sys.modules.setdefault("fakecloud", sys.modules[__name__])
+import jobs_api  # noqa: E402
+
+APIS = [EchoApi, jobs_api.JobsApi]
 
 
 # ---------------------------------------------------------------- the cloud
@@ -325,6 +351,8 @@ class Cloud:
         return ident
 
     def stop(self):
+        for api in self.apis:
+            api.stop()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -337,11 +365,17 @@ class Control:
 
     def __init__(self, cloud):
         self.cloud = cloud
+        self.api_commands = {}
+        for api in cloud.apis:
+            for name, fn in api.commands().items():
+                if hasattr(self, "cmd_" + name) or name in self.api_commands:
+                    raise ValueError("control command %r is defined twice" % name)
+                self.api_commands[name] = fn
 
     def handle(self, req):
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             raise ValueError('a request is a JSON object with "cmd"')
-        fn = getattr(self, "cmd_" + req["cmd"], None)
+        fn = getattr(self, "cmd_" + req["cmd"], None) or self.api_commands.get(req["cmd"])
         if fn is None:
             raise ValueError("unknown command %r" % req["cmd"])
         return fn(req)
