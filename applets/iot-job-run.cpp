@@ -244,6 +244,9 @@ int iot_job_run_main(int argc, char** argv) {
             o.file = a;
         } else {
             o.config_args.push_back(argv[i]);
+            // A config flag's value is its next argument, not a job document.
+            const iot::config::Key* key = iot::config::find_flag(a);
+            if (key && !(key->flags & iot::config::kNoArg) && i + 1 < argc) o.config_args.push_back(argv[++i]);
         }
     }
     int modes = !o.file.empty() + o.next + !o.job_id.empty();

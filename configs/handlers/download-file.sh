@@ -46,9 +46,10 @@ if [ -n "$want" ]; then
     command -v sha256sum >/dev/null 2>&1 || fail "sha256sum not found: cannot verify the download"
 fi
 
-tmp=$(mktemp "$dir/.${dest##*/}.XXXXXX") || fail "cannot create a temporary file in $dir"
+tmp=
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
+tmp=$(mktemp "$dir/.${dest##*/}.XXXXXX") || fail "cannot create a temporary file in $dir"
 
 rc=0
 case $tool in

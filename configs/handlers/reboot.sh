@@ -62,9 +62,12 @@ else fail "no reboot command found (looked for systemctl, reboot, busybox)"
 fi
 
 umask 077
-{ mkdir -p "$dir" && printf '%s\n' "$boot" >"$record.tmp" && mv -f "$record.tmp" "$record" && sync; } ||
+trap 'rm -f "$record" "$record.tmp"; exit 1' HUP INT TERM # cancelled before the reboot was asked for
+if ! { mkdir -p "$dir" && printf '%s\n' "$boot" >"$record.tmp" && mv -f "$record.tmp" "$record"; }; then
+    rm -f "$record.tmp"
     fail "cannot write $record"
-trap 'rm -f "$record"; exit 1' HUP INT TERM # cancelled before the reboot was asked for
+fi
+sync
 [ "$delay" -eq 0 ] || sleep "$delay"
 printf 'rebooting (%s); this step completes when the device is back\n' "$*"
 trap '' HUP TERM
@@ -72,7 +75,7 @@ trap - INT
 rc=0
 "$@" || rc=$?
 if [ $rc -ne 0 ]; then
-    rm -f "$record"
+    :
     fail "reboot command '$*' failed (exit $rc)"
 fi
 [ "$wait" -eq 0 ] || sleep "$wait"

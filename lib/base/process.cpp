@@ -1,9 +1,9 @@
 #include "base/process.hpp"
 
 #include <errno.h>
+#include <cstdio>
 #include <fcntl.h>
 #include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -174,49 +174,70 @@ std::string find_in_path(const std::string& name, const std::string& search_path
     return {};
 }
 
+// /etc/passwd and /etc/group are read directly rather than through getpwnam: in a static glibc
+// binary NSS may dlopen the device's libnss_*.so modules from another glibc (nsswitch.conf with
+// "systemd" or "sss"), which crashes. Devices keep their users in these files.
+namespace {
+std::string g_passwd_file = "/etc/passwd";
+std::string g_group_file = "/etc/group";
+
+Result<std::vector<std::vector<std::string>>> read_colon_file(const std::string& path) {
+    FILE* f = fopen(path.c_str(), "re");
+    if (!f) return Error(format("%s: %s", path.c_str(), errno_text(errno).c_str()));
+    std::string text;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    fclose(f);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& line : split(text, '\n')) {
+        if (line.empty() || line[0] == '#') continue;
+        rows.push_back(split(line, ':'));
+    }
+    return rows;
+}
+}  // namespace
+
+void set_user_database(const std::string& passwd_file, const std::string& group_file) {
+    g_passwd_file = passwd_file;
+    g_group_file = group_file;
+}
+
 Result<UserIdentity> lookup_user(const std::string& name_or_id) {
     if (name_or_id.empty()) return Error("empty user name");
-    long size_hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-    std::vector<char> buf(size_hint > 0 ? static_cast<size_t>(size_hint) : 4096);
-    struct passwd pw;
-    struct passwd* found = nullptr;
-    for (;;) {
-        int rc;
-        if (all_digits(name_or_id)) {
-            auto id = parse_int(name_or_id);
-            if (!id || *id > static_cast<long long>(static_cast<uid_t>(-1) - 1))
-                return Error(format("no such user '%s'", name_or_id.c_str()));
-            rc = ::getpwuid_r(static_cast<uid_t>(*id), &pw, buf.data(), buf.size(), &found);
-        } else {
-            rc = ::getpwnam_r(name_or_id.c_str(), &pw, buf.data(), buf.size(), &found);
-        }
-        if (rc == ERANGE && buf.size() < (1u << 20)) {
-            buf.resize(buf.size() * 2);
-            continue;
-        }
-        if (rc != 0 && rc != ENOENT && rc != ESRCH)
-            return Error(format("cannot look up user '%s': %s", name_or_id.c_str(), errno_text(rc).c_str()));
-        break;
-    }
-    if (!found) return Error(format("no such user '%s'", name_or_id.c_str()));
-
-    UserIdentity user;
-    user.name = pw.pw_name;
-    user.uid = pw.pw_uid;
-    user.gid = pw.pw_gid;
-    user.home = pw.pw_dir ? pw.pw_dir : "";
-    user.shell = pw.pw_shell ? pw.pw_shell : "";
-    int count = 16;
-    for (;;) {
-        user.groups.resize(static_cast<size_t>(count));
-        int n = count;
-        if (::getgrouplist(user.name.c_str(), user.gid, user.groups.data(), &n) >= 0) {
-            user.groups.resize(static_cast<size_t>(n));
+    auto passwd = read_colon_file(g_passwd_file);
+    if (!passwd) return Error(format("cannot look up user '%s': %s", name_or_id.c_str(), passwd.error().c_str()));
+    bool by_id = all_digits(name_or_id);
+    const std::vector<std::string>* entry = nullptr;
+    for (const auto& row : *passwd) {
+        if (row.size() < 7) continue;
+        if (by_id ? row[2] == name_or_id : row[0] == name_or_id) {
+            entry = &row;
             break;
         }
-        // glibc sets n to the size needed; guard against implementations that do not.
-        count = n > count ? n : count * 2;
-        if (count > 65536) return Error(format("cannot list the groups of user '%s'", user.name.c_str()));
+    }
+    if (!entry) return Error(format("no such user '%s'", name_or_id.c_str()));
+    auto uid = parse_int((*entry)[2]);
+    auto gid = parse_int((*entry)[3]);
+    if (!uid || !gid || *uid < 0 || *gid < 0)
+        return Error(format("user '%s': bad uid or gid in %s", name_or_id.c_str(), g_passwd_file.c_str()));
+    UserIdentity user;
+    user.name = (*entry)[0];
+    user.uid = static_cast<uid_t>(*uid);
+    user.gid = static_cast<gid_t>(*gid);
+    user.home = (*entry)[5];
+    user.shell = (*entry)[6];
+    user.groups.push_back(user.gid);
+    // Supplementary groups: every group that lists the user as a member. A missing group file
+    // only means no supplementary groups.
+    if (auto groups = read_colon_file(g_group_file)) {
+        for (const auto& row : *groups) {
+            if (row.size() < 4) continue;
+            auto g = parse_int(row[2]);
+            if (!g || *g < 0 || static_cast<gid_t>(*g) == user.gid) continue;
+            for (const auto& member : split(row[3], ','))
+                if (trim(member) == user.name) user.groups.push_back(static_cast<gid_t>(*g));
+        }
     }
     return user;
 }

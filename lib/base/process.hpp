@@ -22,8 +22,11 @@ struct UserIdentity {
     std::string home;
     std::string shell;
 };
-// Look up a user by name (or numeric id); the error names the user.
+// Look up a user by name (or numeric id) in /etc/passwd, with the supplementary groups from
+// /etc/group; the error names the user.
 Result<UserIdentity> lookup_user(const std::string& name_or_id);
+// Other files than /etc/passwd and /etc/group (tests, and images with another layout).
+void set_user_database(const std::string& passwd_file, const std::string& group_file);
 
 struct SpawnOptions {
     std::vector<std::string> argv;     // argv[0] is the program: a path, or a name searched in `search_path`
