@@ -75,7 +75,7 @@ trap - INT
 rc=0
 "$@" || rc=$?
 if [ $rc -ne 0 ]; then
-    :
+    rm -f "$record"
     fail "reboot command '$*' failed (exit $rc)"
 fi
 [ "$wait" -eq 0 ] || sleep "$wait"

@@ -135,3 +135,70 @@ def device_config(broker, workdir, thing, **extra):
         json.dump(cfg, f, indent=2)
     os.chmod(path, 0o640)
     return path, ident
+
+
+class Cloud:
+    """The fakecloud for one broker, driven through its control socket."""
+
+    def __init__(self, broker):
+        import socket  # noqa: F401
+        self.broker = broker
+        self.log = open(broker.path('fakecloud.out'), 'w')
+        self.proc = subprocess.Popen(['/usr/bin/python3', os.path.join(SOURCE, 'tests', 'fakecloud', 'fakecloud.py'),
+                                      '--testbed', broker.dir], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                if self.cmd('ping').get('connected'):
+                    return
+            except (OSError, AssertionError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError('fakecloud did not come up:\n' + open(broker.path('fakecloud.out')).read())
+
+    def cmd(self, name, check=True, timeout=60, **args):
+        import json
+        import socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(self.broker.path('fakecloud.sock'))
+        s.sendall((json.dumps(dict(cmd=name, **args)) + '\n').encode())
+        buf = b''
+        while not buf.endswith(b'\n'):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        resp = json.loads(buf)
+        if check:
+            assert resp.get('ok'), (name, args, resp)
+        return resp
+
+    def wait_status(self, thing, job_id, statuses, timeout=20):
+        """Wait until the job's latest execution has one of `statuses`; return its view."""
+        deadline = time.time() + timeout
+        view = None
+        while time.time() < deadline:
+            view = self.cmd('job', thing=thing, job_id=job_id)['execution']
+            if view['status'] in statuses:
+                return view
+            time.sleep(0.05)
+        raise AssertionError(f'{job_id} never reached {statuses}: {view}')
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def cloud(broker):
+    c = Cloud(broker)
+    yield c
+    c.stop()

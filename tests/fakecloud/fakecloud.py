@@ -277,6 +277,18 @@ APIS = [EchoApi, jobs_api.JobsApi]
 # ---------------------------------------------------------------- the cloud
 
 
+def _nodelay(client):
+    """TCP_NODELAY on the cloud's connection: its PUBACK of a request and its reply
+    are two small writes in a row, and the second would wait for the broker's
+    delayed ACK (~40 ms) on every request/response exchange."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 class Cloud:
     def __init__(self, dir):
         self.dir = os.path.abspath(dir)
@@ -309,6 +321,7 @@ class Cloud:
     def _on_connect(self, client, userdata, flags, rc, properties=None):
         if rc != 0:
             return
+        _nodelay(client)
         # Two non-overlapping catch-alls ('#' does not match '$' topics), with
         # No Local so the cloud never hears its own replies. Overlapping
         # filters would make mosquitto deliver a message once per filter.
