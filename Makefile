@@ -14,7 +14,7 @@ MAKEFLAGS += --no-print-directory
 
 BUILD_PACKAGES := build-essential cmake libssl-dev zlib1g-dev libprotobuf-dev protobuf-compiler dpkg-dev xz-utils file
 TEST_PACKAGES  := libgtest-dev libgmock-dev libbenchmark-dev mosquitto openssl python3 python3-paho-mqtt \
-                  python3-cryptography python3-pytest procps
+                  python3-cryptography python3-pytest procps busybox
 
 .PHONY: all packages test-packages deps configure check demo size install bench format clean distclean
 
@@ -60,6 +60,7 @@ bench: test-packages configure
 	@cmake --build $(BUILD) -j$(JOBS) --target benchmarks
 	@$(BUILD)/bench/benchmarks
 	@/usr/bin/python3 bench/iotd_footprint.py $(BUILD)/iotbox
+	@/usr/bin/python3 bench/jobs_roundtrip.py $(BUILD)/iotbox
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.hpp')

@@ -103,8 +103,9 @@ void JobsFeature::ask_next() {
         ask_again_ = true;
         return;
     }
-    // An undelivered final status would make start-next hand back the job we just finished.
-    if (!store_.outbox().empty() && !runner_.running()) return;
+    // Sent together with a pending final status rather than after its answer: a round trip
+    // saved per job. If start-next overtakes the status and hands back the job just finished,
+    // the done set ignores it and we ask again once the status is accepted.
     asking_ = true;
     mqtt::Request r;
     r.client_token = random_token(16);
@@ -200,7 +201,9 @@ void JobsFeature::run_current(size_t first_step) {
         current_step_name_ = action.name;
     };
     cb.step_finished = [this](const StepResult& r) {
-        if (!store_.current()) return;
+        // After the last step the job ends at once and finish_current records that: one write.
+        bool last = r.index + 1 >= document_.steps.size() + (document_.final_step ? 1 : 0);
+        if (!store_.current() || last) return;
         CurrentJob next = *store_.current();
         next.next_step = r.index + 1;
         next.reboot_boot_id.clear();
@@ -235,7 +238,7 @@ void JobsFeature::job_done(const RunResult& r) {
     Status st = store_.finish_current(final);
     if (!st) LOG_ERROR(kComp, "cannot record the end of job %s: %s", cur.job_id.c_str(), st.error().c_str());
     flush_outbox();
-    if (store_.outbox().empty()) ask_next();
+    ask_next();
 }
 
 void JobsFeature::stop_job_cloud_side(const std::string& why) {

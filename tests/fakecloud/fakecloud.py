@@ -277,18 +277,6 @@ APIS = [EchoApi, jobs_api.JobsApi]
 # ---------------------------------------------------------------- the cloud
 
 
-def _nodelay(client):
-    """TCP_NODELAY on the cloud's connection: its PUBACK of a request and its reply
-    are two small writes in a row, and the second would wait for the broker's
-    delayed ACK (~40 ms) on every request/response exchange."""
-    sock = client.socket()
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-
 class Cloud:
     def __init__(self, dir):
         self.dir = os.path.abspath(dir)
@@ -321,7 +309,11 @@ class Cloud:
     def _on_connect(self, client, userdata, flags, rc, properties=None):
         if rc != 0:
             return
-        _nodelay(client)
+        # Answers go out at once, not after Nagle and delayed-ACK stalls (~40 ms each).
+        try:
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         # Two non-overlapping catch-alls ('#' does not match '$' topics), with
         # No Local so the cloud never hears its own replies. Overlapping
         # filters would make mosquitto deliver a message once per filter.

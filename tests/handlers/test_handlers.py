@@ -100,10 +100,11 @@ def one_line(text):
 
 # ---- all handlers ----------------------------------------------------------------------------
 
-def test_every_handler_is_there_with_mode_0700_and_a_header():
+def test_every_handler_is_there_executable_with_a_header():
     assert sorted(p.name for p in HANDLERS.iterdir()) == EXPECTED
     for p in HANDLERS.iterdir():
-        assert stat.S_IMODE(p.stat().st_mode) == 0o700, p.name
+        # git keeps only the executable bit; the install step makes them 0700 (checked by iotd).
+        assert p.stat().st_mode & stat.S_IXUSR, p.name
         text = p.read_text()
         assert text.startswith('#!/bin/sh\n# ' + p.name + ': '), p.name
         assert '# Usage:  ' + p.name in text and '# Exit:' in text, p.name
