@@ -54,6 +54,8 @@ install: all
 	install -m 0755 $(BUILD)/iotbox $(DESTDIR)$(PREFIX)/sbin/iotbox
 	ln -sf iotbox $(DESTDIR)$(PREFIX)/sbin/iotd
 	for a in iot-provision iot-job-run iot-metrics iot-tunnel iot-config; do ln -sf ../sbin/iotbox $(DESTDIR)$(PREFIX)/bin/$$a; done
+	install -d -m 0700 $(DESTDIR)/etc/iotbox/jobs
+	install -m 0700 configs/handlers/*.sh $(DESTDIR)/etc/iotbox/jobs/
 
 bench: test-packages configure
 	@cmake -S . -B $(BUILD) -DIOT_BENCH=ON >/dev/null

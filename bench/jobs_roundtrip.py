@@ -25,11 +25,27 @@ THING = 'bench-thing'
 DOC = {'version': '1.0', 'steps': [{'action': {'name': 'true', 'type': 'runCommand', 'input': {'command': 'true'}}}]}
 
 
-def start_iotd(binary, cfg, workdir, name):
+def start_iotd(binary, cfg, workdir, name, level='WARN'):
     log = open(os.path.join(workdir, name), 'w')
-    p = subprocess.Popen([binary, 'iotd', '--config-file', cfg, '--log-level', 'WARN'], stdout=log,
+    p = subprocess.Popen([binary, 'iotd', '--config-file', cfg, '--log-level', level], stdout=log,
                          stderr=subprocess.STDOUT)
     return p, log
+
+
+def device_times(log_path):
+    """Per job, iotd's own time from its log: 'job X ... received' to 'job X SUCCEEDED'."""
+    import datetime
+    received, out = {}, []
+    for line in open(log_path):
+        parts = line.split()
+        if len(parts) < 5 or parts[2] != '[jobs]' or parts[3] != 'job':
+            continue
+        t = datetime.datetime.strptime(parts[0], '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
+        if 'received' in line:
+            received[parts[4]] = t
+        elif parts[5] == 'SUCCEEDED:' and parts[4] in received:
+            out.append((t - received.pop(parts[4])) * 1000)
+    return out
 
 
 def main():
@@ -65,7 +81,7 @@ def main():
         for i in range(queued):
             cloud.cmd('create_job', thing=THING, job_id=f'q{i}', document=DOC)
         t0 = time.perf_counter()
-        p, log = start_iotd(binary, cfg, work, 'iotd-queue.out')
+        p, log = start_iotd(binary, cfg, work, 'iotd-queue.out', 'INFO')
         cloud.cmd('wait', topic=f'$aws/things/{THING}/jobs/q{queued - 1}/update', timeout=300)
         elapsed = time.perf_counter() - t0
         p.terminate()
@@ -77,6 +93,10 @@ def main():
               f'median {statistics.median(samples):.2f} ms, p99 {p99:.2f} ms |')
         print(f'| {queued} queued jobs, iotd start to the last SUCCEEDED | {elapsed:.2f} s, '
               f'{queued / elapsed:.0f} jobs/s |')
+        device = device_times(os.path.join(work, 'iotd-queue.out'))
+        if device:
+            print(f'| of which in iotd per job (job received to SUCCEEDED queued: parse, state writes, '
+                  f'fork/exec, wait) | median {statistics.median(device):.2f} ms |')
     finally:
         cloud.stop()
         tb.down()

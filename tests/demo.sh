@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: the main job end to end on this machine. Starts a real mosquitto broker with mutual
-# TLS and a throwaway CA, the fakecloud, and iotd with a Device Client style config; shows iotd
-# connected, survives a broker restart, and stops it cleanly. Leaves nothing running.
+# TLS and a throwaway CA, the fakecloud, and iotd with a Device Client style config; a job is
+# created at the cloud, run by iotd with the shipped handlers, and its status read back from the
+# cloud; iotd survives a broker restart and stops cleanly. Leaves nothing running.
 set -eu
 BUILD=${1:-build}
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +34,11 @@ CERT=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["cert"])' "$D
 KEY=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["key"])' "$DIR/thing.json")
 echo "thing demo-thing registered, certificate $CERT"
 
+say "installing the shipped job handlers (mode 700)"
+mkdir -p "$DIR/jobs" && chmod 700 "$DIR/jobs"
+install -m 0700 "$TOP"/configs/handlers/*.sh "$DIR/jobs/"
+ls "$DIR/jobs"
+
 say "writing a Device Client style config"
 cat >"$DIR/aws-iot-device-client.conf" <<JSON
 {
@@ -43,7 +49,8 @@ cat >"$DIR/aws-iot-device-client.conf" <<JSON
   "root-ca": "$DIR/ca.crt",
   "thing-name": "demo-thing",
   "logging": { "level": "INFO", "type": "STDOUT" },
-  "jobs": { "enabled": false },
+  "jobs": { "enabled": true, "handler-directory": "$DIR/jobs" },
+  "state-directory": "$DIR/state",
   "tunneling": { "enabled": false },
   "lock-file": "$DIR/iotd.lock",
   "mqtt": { "reconnect-min": 1, "reconnect-max": 4 }
@@ -62,6 +69,24 @@ wait_log() {
 wait_log "connected to" 1
 cat "$DIR/iotd.log"
 
+say "the cloud creates a job: a Device Client style document (health check, then a command)"
+DOC='{"version": "1.0", "includeStdOut": true, "steps": [
+  {"action": {"name": "health", "type": "runHandler", "input": {"handler": "health-check.sh", "path": "default"}}},
+  {"action": {"name": "hello", "type": "runCommand", "input": {"command": "echo,Hello from iotbox"}}}]}'
+echo "$DOC"
+$CTL "$DIR" create_job "{\"thing\": \"demo-thing\", \"job_id\": \"demo-job-1\", \"document\": $DOC}" >/dev/null
+for _ in $(seq 100); do
+	STATUS=$($CTL "$DIR" job '{"thing": "demo-thing", "job_id": "demo-job-1"}' |
+		$PY -c 'import json,sys; print(json.load(sys.stdin)["execution"]["status"])')
+	case "$STATUS" in SUCCEEDED|FAILED|REJECTED) break ;; esac
+	sleep 0.1
+done
+grep "\[jobs\]" "$DIR/iotd.log"
+echo "the cloud now says:"
+$CTL "$DIR" job '{"thing": "demo-thing", "job_id": "demo-job-1"}' |
+	$PY -c 'import json,sys; e=json.load(sys.stdin)["execution"]; print(json.dumps({k: e[k] for k in ("jobId","status","statusDetails","versionNumber")}, indent=2))'
+[ "$STATUS" = SUCCEEDED ]
+
 say "restarting the broker under iotd (1 s outage)"
 $TB restart "$DIR" --down 1 >/dev/null
 wait_log "connected to" 2
@@ -74,4 +99,4 @@ IOTD_PID=
 tail -n 2 "$DIR/iotd.log"
 echo "iotd exit status: $rc"
 [ "$rc" -eq 0 ]
-say "demo done: $(stat -c %s "$BIN") byte static binary, connected, reconnected, stopped cleanly"
+say "demo done: $(stat -c %s "$BIN") byte static binary: connected, ran a job, reconnected, stopped cleanly"

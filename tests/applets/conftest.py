@@ -156,11 +156,11 @@ class Cloud:
             time.sleep(0.1)
         raise AssertionError('fakecloud did not come up:\n' + open(broker.path('fakecloud.out')).read())
 
-    def cmd(self, name, check=True, timeout=60, **args):
+    def cmd(self, name, check=True, sock_timeout=None, **args):
         import json
         import socket
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
+        s.settimeout(sock_timeout or float(args.get('timeout', 0)) + 60)
         s.connect(self.broker.path('fakecloud.sock'))
         s.sendall((json.dumps(dict(cmd=name, **args)) + '\n').encode())
         buf = b''

@@ -179,3 +179,27 @@ def test_duplicate_notifications_do_not_run_a_job_twice(setup):
     assert setup.cloud.wait_status(THING, 'once', ['SUCCEEDED', 'FAILED'])['status'] == 'SUCCEEDED'
     time.sleep(0.5)
     assert open(runs).read() == 'x\n'
+
+
+def test_iot_job_run_fetches_runs_and_reports_the_next_job(setup, iotbox):
+    from conftest import run
+    command_job(setup.cloud, 'scripted', 'echo,from cron')
+    r = run([iotbox, 'iot-job-run', '--next', '--config-file', setup.cfg, '--json'], timeout=60)
+    assert r.returncode == 0, r.stderr
+    view = setup.cloud.cmd('job', thing=THING, job_id='scripted')['execution']
+    assert view['status'] == 'SUCCEEDED' and view['statusDetails']['stdout'] == 'from cron'
+    assert '"status":"SUCCEEDED"' in r.stdout
+    # Nothing pending: says so and exits 0.
+    r = run([iotbox, 'iot-job-run', '--next', '--config-file', setup.cfg], timeout=60)
+    assert r.returncode == 0 and 'no pending job' in r.stderr
+
+
+def test_iot_job_run_by_job_id_reports_failure_with_exit_1(setup, iotbox):
+    from conftest import run
+    command_job(setup.cloud, 'first', 'true')
+    command_job(setup.cloud, 'picked', 'sh,-c,exit 4')
+    r = run([iotbox, 'iot-job-run', '--job-id', 'picked', '--config-file', setup.cfg], timeout=60)
+    assert r.returncode == 1, r.stderr
+    view = setup.cloud.cmd('job', thing=THING, job_id='picked')['execution']
+    assert view['status'] == 'FAILED' and view['statusDetails']['reason'] == 'step cmd: exit status 4'
+    assert setup.cloud.cmd('job', thing=THING, job_id='first')['execution']['status'] == 'QUEUED'
