@@ -68,7 +68,8 @@ private:
     std::deque<std::pair<std::string, long long>> done_;  // newest last, bounded
 };
 
-// This boot's id (/proc/sys/kernel/random/boot_id), "" when unknown.
+// This boot's id (/proc/sys/kernel/random/boot_id, or the file named by IOTBOX_BOOT_ID_FILE), ""
+// when unknown.
 std::string boot_id();
 
 }  // namespace iot::jobs

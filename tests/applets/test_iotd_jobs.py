@@ -203,3 +203,27 @@ def test_iot_job_run_by_job_id_reports_failure_with_exit_1(setup, iotbox):
     view = setup.cloud.cmd('job', thing=THING, job_id='picked')['execution']
     assert view['status'] == 'FAILED' and view['statusDetails']['reason'] == 'step cmd: exit status 4'
     assert setup.cloud.cmd('job', thing=THING, job_id='first')['execution']['status'] == 'QUEUED'
+
+
+def test_reboot_step_completes_when_the_device_comes_back(setup, iotbox, daemons):
+    boot = os.path.join(setup.workdir, 'boot_id')
+    out = os.path.join(setup.workdir, 'out')
+    with open(boot, 'w') as f:
+        f.write('boot-1\n')
+    # The "reboot": a new boot id, and the init system stopping iotd.
+    reboot_cmd = f'sh,-c,echo boot-2 > {boot}; kill -TERM $PPID'
+    setup.cloud.cmd('create_job', thing=THING, job_id='with-reboot', document={'version': '1.0', 'steps': [
+        {'action': {'name': 'before', 'type': 'runCommand', 'input': {'command': f'sh,-c,printf b >> {out}'}}},
+        {'action': {'name': 'reboot', 'type': 'reboot'}},
+        {'action': {'name': 'after', 'type': 'runCommand', 'input': {'command': f'sh,-c,printf a >> {out}'}}}]})
+    env = dict(os.environ, IOTBOX_BOOT_ID_FILE=boot)
+    first = daemons([iotbox, 'iotd', '--config-file', setup.cfg, '--jobs-reboot-command', reboot_cmd],
+                    os.path.join(setup.workdir, 'iotd-1.out'), env=env)
+    assert first.proc.wait(20) == 0, first.output()
+    assert open(out).read() == 'b'
+    assert setup.cloud.cmd('job', thing=THING, job_id='with-reboot')['execution']['status'] == 'IN_PROGRESS'
+    second = daemons([iotbox, 'iotd', '--config-file', setup.cfg], os.path.join(setup.workdir, 'iotd-2.out'), env=env)
+    view = setup.cloud.wait_status(THING, 'with-reboot', ['SUCCEEDED', 'FAILED'])
+    assert view['status'] == 'SUCCEEDED', view
+    assert open(out).read() == 'ba', 'the step before the reboot must not run again'
+    assert 'the device rebooted: reboot step done' in second.output()
