@@ -49,13 +49,25 @@ demo: test-packages
 size: all
 	@/usr/bin/python3 toolchains/size.py $(BUILD)/iotbox $(BUILD)/iotbox.map
 
+# INIT=systemd|sysvinit|openrc|none picks the service file installed with the binary.
+INIT ?= systemd
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/iotbox $(DESTDIR)$(PREFIX)/sbin/iotbox
 	ln -sf iotbox $(DESTDIR)$(PREFIX)/sbin/iotd
 	for a in iot-provision iot-job-run iot-metrics iot-tunnel iot-config; do ln -sf ../sbin/iotbox $(DESTDIR)$(PREFIX)/bin/$$a; done
+	install -d -m 0755 $(DESTDIR)/etc/iotbox
+	install -m 0640 configs/iotbox.conf.example $(DESTDIR)/etc/iotbox/iotbox.conf.example
 	install -d -m 0700 $(DESTDIR)/etc/iotbox/jobs
 	install -m 0700 configs/handlers/*.sh $(DESTDIR)/etc/iotbox/jobs/
+	@case "$(INIT)" in \
+	  systemd) install -D -m 0644 initscripts/iotd.service $(DESTDIR)/lib/systemd/system/iotd.service ;; \
+	  sysvinit) install -D -m 0755 initscripts/iotd.init $(DESTDIR)/etc/init.d/iotd ;; \
+	  openrc) install -D -m 0755 initscripts/iotd.openrc $(DESTDIR)/etc/init.d/iotd ;; \
+	  none) ;; \
+	  *) echo "INIT must be systemd, sysvinit, openrc or none" >&2; exit 2 ;; \
+	esac
+	@sed -i 's|/usr/sbin/iotd|$(PREFIX)/sbin/iotd|' $$(ls $(DESTDIR)/lib/systemd/system/iotd.service $(DESTDIR)/etc/init.d/iotd 2>/dev/null) 2>/dev/null || true
 
 bench: test-packages configure
 	@cmake -S . -B $(BUILD) -DIOT_BENCH=ON >/dev/null
