@@ -8,18 +8,12 @@
 #include <cstdlib>
 
 #include "fs/fs.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 
 namespace {
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/iotfs-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { std::system(("rm -rf " + path).c_str()); }
-};
+using testsupport::TempDir;
 
 mode_t mode_of(const std::string& p) {
     struct stat st;

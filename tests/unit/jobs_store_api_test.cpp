@@ -8,19 +8,13 @@
 #include "fs/fs.hpp"
 #include "jobs/api.hpp"
 #include "jobs/store.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 using namespace iot::jobs;
 
 namespace {
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/iotstore-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { std::system(("rm -rf " + path).c_str()); }
-};
+using testsupport::TempDir;
 }  // namespace
 
 TEST(JobsStore, SurvivesARestartWithOutboxCurrentJobAndDoneSet) {

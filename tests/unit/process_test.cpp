@@ -12,6 +12,7 @@
 #include <set>
 
 #include "base/strings.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 
@@ -19,14 +20,7 @@ namespace {
 
 const char* kPath = "/usr/bin:/bin";
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/iotproc-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { std::system(("rm -rf " + path).c_str()); }
-};
+using testsupport::TempDir;
 
 struct Finished {
     std::string out, err;
