@@ -272,6 +272,12 @@ void Client::on_socket(short revents) {
     if (revents & (POLLIN | POLLERR | POLLHUP)) rc = mosquitto_loop_read(mosq_, 1);
     if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(mosq_) >= 0 && (revents & POLLOUT || mosquitto_want_write(mosq_)))
         rc = mosquitto_loop_write(mosq_, 1);
+    // A hang-up during the TLS handshake: libmosquitto treats a failed write (EPIPE) as "try
+    // again" and would spin on the dead socket until the connect timeout. Nothing more can come.
+    if (connecting_ && (revents & (POLLHUP | POLLERR)) && mosquitto_socket(mosq_) >= 0) {
+        connection_failed(describe_failure(MOSQ_ERR_CONN_LOST));
+        return;
+    }
     // libmosquitto closes the socket without telling us when the TLS handshake fails, and the
     // disconnect callback may already have handled other errors.
     if ((connecting_ || connected_) && mosquitto_socket(mosq_) < 0) connection_failed(describe_failure(rc ? rc : MOSQ_ERR_TLS));

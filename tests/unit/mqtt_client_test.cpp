@@ -104,6 +104,10 @@ private:
         while (!stop_) {
             int c = accept(fd_, nullptr, nullptr);
             if (c < 0) return;
+            if (code_ == -3) {  // a plain TCP listener that hangs up at once
+                close(c);
+                continue;
+            }
             SSL* ssl = SSL_new(ctx_);
             SSL_set_fd(ssl, c);
             if (SSL_accept(ssl) == 1) {
@@ -273,6 +277,19 @@ TEST(MqttClient, SilentCloseBeforeConnackPointsAtPolicyOrRegistration) {
     std::string why = failure_of(o);
     EXPECT_NE(why.find("closed the connection before CONNACK"), std::string::npos) << why;
     EXPECT_NE(why.find("iot:Connect"), std::string::npos) << why;
+}
+
+// A peer that hangs up during the handshake: libmosquitto retries the failed write forever, so the
+// client must see the hang-up itself instead of spinning until the connect timeout.
+TEST(MqttClient, HangUpDuringTheHandshakeFailsTheAttemptAtOnce) {
+    Testbed tb("mqtt-tcp-hangup");
+    ScriptedServer server(tb, -3);
+    auto o = options_for(tb, "t1", tb.thing("t1"));
+    o.port = server.port();
+    o.connect_timeout_ms = 20000;
+    std::string why = failure_of(o);
+    EXPECT_EQ(why.find("no answer"), std::string::npos) << "waited for the connect timeout: " << why;
+    EXPECT_NE(why.find("closed the connection"), std::string::npos) << why;
 }
 
 TEST(MqttClient, ReconnectsAfterBrokerRestartAndResubscribes) {
