@@ -270,8 +270,9 @@ class EchoApi(Api):
 # run as a script it is "__main__", so make it importable under its own name.
 sys.modules.setdefault("fakecloud", sys.modules[__name__])
 import jobs_api  # noqa: E402
+import defender_api  # noqa: E402
 
-APIS = [EchoApi, jobs_api.JobsApi]
+APIS = [EchoApi, jobs_api.JobsApi, defender_api.DefenderApi]
 
 
 # ---------------------------------------------------------------- the cloud
