@@ -1,11 +1,722 @@
-// iot-config: its feature lands with its own issue; until then it says so instead of pretending.
+// iot-config: writes (init), shows, checks and converts configuration, including an existing AWS
+// IoT Device Client config. Every setting, its flag, type, default, help and mode rule comes from
+// the key table (lib/config/keys.def); this file only decides what to ask, check and report.
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "applet.hpp"
+#include "base/strings.hpp"
+#include "base/time.hpp"
+#include "config/config.hpp"
+#include "fs/fs.hpp"
+#include "json/json.hpp"
+#include "log/log.hpp"
+#include "loop/loop.hpp"
+#include "mqtt/client.hpp"
+#include "tls/pki.hpp"
 
-void iot_config_help() {
-    printf("Usage: iot-config [OPTIONS]\n\n"
-           "iot-config is not available in this build yet: it arrives with its own feature.\n");
+namespace {
+namespace config = iot::config;
+using config::Config;
+using iot::format;
+
+const char* const kName = "iot-config";
+const char* const kSystemConfig = "/etc/iotbox/iotbox.conf";
+const char* const kDeviceClientConfig = "~/.aws-iot-device-client/aws-iot-device-client.conf";
+const char* const kPlaceholder = "<replace_with";
+const int64_t kExpiryWarnDays = 30;
+// The source of values init proposes itself: not the table's default, not the user's choice.
+const char* const kInitSuggestion = "iot-config init";
+
+struct Options {
+    std::string command;
+    std::string output;
+    std::string from;
+    bool force = false;
+    bool no_prompt = false;
+    bool sources = false;
+    bool connect = false;
+    long long timeout_s = 10;
+    std::vector<const char*> config_args;  // everything else goes to the config loader
+};
+
+// The applet's own options and the subcommands that take them; any other option is a config flag.
+struct OwnOption {
+    const char* flag;
+    bool takes_value;
+    const char* commands;  // space-separated
+};
+const OwnOption kOwnOptions[] = {
+    {"--output", true, "init convert"}, {"--force", false, "init convert"}, {"--no-prompt", false, "init"},
+    {"--sources", false, "show"},       {"--connect", false, "check"},      {"--timeout", true, "check"},
+    {"--from", true, "convert"},
+};
+
+// "2026-11-22 13:50 UTC"
+std::string date_of(int64_t epoch_s) {
+    std::string iso = iot::iso8601_utc(epoch_s * 1000);
+    return iso.substr(0, 10) + " " + iso.substr(11, 5) + " UTC";
 }
 
-int iot_config_main(int, char**) { return iot::not_available("iot-config"); }
+const config::Key& key_of(const char* name) {
+    return *config::find_key(name);
+}
+
+// Where a value came from, for people: "file /etc/iotbox/iotbox.conf:3", "env IOTBOX_PORT",
+// "--port", "default".
+std::string origin(const Config::Value& v) {
+    return v.file.empty() ? v.source : format("%s:%d", v.source.c_str(), v.line);
+}
+
+// ---------------------------------------------------------------- checks shared by init and check
+
+// What a value must be beyond its type (which the table checks): files exist, hold what their key
+// says and have safe modes; names have the shape AWS accepts.
+iot::Status check_value(const Config& cfg, const char* name) {
+    const config::Key& k = key_of(name);
+    if (!cfg.has(name)) return {};
+    std::string value = cfg.str(name);
+    std::string path = cfg.path(name);
+    if (strcmp(name, "endpoint") == 0) {
+        if (value.find("://") != std::string::npos || value.find_first_of("/ \t") != std::string::npos)
+            return iot::Error(
+                format("'%s' is not a host name (give it as xxxxxxxx-ats.iot.<region>.amazonaws.com, "
+                       "without https:// or a path)",
+                       value.c_str()));
+    } else if (strcmp(name, "thing-name") == 0) {
+        if (value.size() > 128 || value.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                          "0123456789:_-") != std::string::npos)
+            return iot::Error(
+                format("'%s' is not a thing name (1 to 128 letters, digits, ':', '_' or '-')", value.c_str()));
+    } else if (strcmp(name, "cert") == 0) {
+        auto info = iot::tls::inspect_file(path);
+        if (!info) return info.err();
+        int64_t now = iot::wall_ms() / 1000;
+        if (info->not_after <= now)
+            return iot::Error(
+                format("%s expired on %s (a broker refuses it)", path.c_str(), date_of(info->not_after).c_str()));
+    } else if (strcmp(name, "root-ca") == 0) {
+        auto text = iot::fs::read_file(path, 1024 * 1024);
+        if (!text) return text.err();
+        auto chain = iot::tls::read_certificate_chain(*text);
+        if (!chain) return chain.err().wrap(path);
+    } else if (strcmp(name, "key") == 0) {
+        auto key = iot::tls::load_private_key(path);
+        if (!key) return key.err();
+        if (cfg.has("cert")) {
+            auto cert = iot::tls::load_certificate(cfg.path("cert"));
+            if (cert && !iot::tls::key_matches_certificate(key->get(), cert->get()))
+                return iot::Error(
+                    format("%s does not belong to the certificate %s", path.c_str(), cfg.path("cert").c_str()));
+        }
+    }
+    if (k.type == config::Type::Path && k.mode && (k.flags & config::kPermRequired) && iot::fs::exists(path))
+        return iot::fs::check_mode(path, k.mode);
+    return {};
+}
+
+// ---------------------------------------------------------------- init
+
+// The questions init asks, in this order: what a connection needs, then the features. Their
+// prompts, defaults and value checks come from the table; only the choice and order are init's.
+const char* const kQuestions[] = {"endpoint",
+                                  "thing-name",
+                                  "cert",
+                                  "key",
+                                  "root-ca",
+                                  "port",
+                                  "jobs.enabled",
+                                  "jobs.handler-directory",
+                                  "tunneling.enabled",
+                                  "device-defender.enabled"};
+
+bool given(const Config& cfg, const char* name) {
+    return cfg.is_set(name) && cfg.source(name) != kInitSuggestion;
+}
+
+bool relevant(const Config& cfg, const char* name) {
+    return config::in_use(cfg, key_of(name));
+}
+
+// One question on the terminal, asked again until the answer passes. False at end of input.
+bool ask(Config& cfg, const char* name) {
+    const config::Key& k = key_of(name);
+    std::string help = k.help;
+    printf("\n%s\n", help.c_str());
+    for (;;) {
+        Config::Value old = *cfg.value(name);
+        if (k.type == config::Type::Bool)
+            printf("%s [%s]: ", name, cfg.flag(name) ? "Y/n" : "y/N");
+        else if (cfg.has(name))
+            printf("%s [%s]: ", name, cfg.str(name).c_str());
+        else
+            printf("%s%s: ", name, (k.flags & config::kRequired) ? "" : " [none]");
+        fflush(stdout);
+        char buf[4096];
+        if (!fgets(buf, sizeof buf, stdin)) return false;
+        std::string answer(iot::trim(buf));
+        if (answer.empty() && !cfg.has(name) && (k.flags & config::kRequired)) {
+            printf("  %s is required to connect; please enter it\n", name);
+            continue;
+        }
+        if (!answer.empty()) {
+            if (k.type == config::Type::Bool) {
+                std::string a = iot::to_lower(answer);
+                if (a == "y" || a == "yes") answer = "true";
+                if (a == "n" || a == "no") answer = "false";
+            }
+            iot::Status set = cfg.set(name, answer, "answer");
+            if (!set) {
+                printf("  %s; please try again\n", set.error().c_str());
+                continue;
+            }
+        }
+        iot::Status ok = check_value(cfg, name);
+        if (!ok) {
+            printf("  %s; please try again\n", ok.error().c_str());
+            *cfg.value_mut(name) = old;
+            continue;
+        }
+        return true;
+    }
+}
+
+// Create `dir` with `mode` unless it exists; remember it for the report.
+iot::Status make_dir(const std::string& dir, mode_t mode, std::vector<std::string>& created) {
+    if (dir.empty() || iot::fs::is_dir(dir)) return {};
+    iot::Status st = iot::fs::make_dirs(dir, mode);
+    if (st) created.push_back(format("%s (mode %04o)", dir.c_str(), static_cast<unsigned>(mode)));
+    return st;
+}
+
+void print_next_steps(const std::string& output) {
+    printf(
+        "\nNext steps:\n"
+        "  iot-config check --config-file %s --connect\n"
+        "      checks files, modes and certificates, then connects once\n"
+        "  make install INIT=systemd          (in the iotbox sources; INIT=sysvinit or INIT=openrc)\n"
+        "      installs iotd and its service file, then start it:\n"
+        "      systemd:  systemctl enable --now iotd\n"
+        "      sysvinit: /etc/init.d/iotd start\n"
+        "      OpenRC:   rc-update add iotd default && rc-service iotd start\n",
+        output.c_str());
+    if (output != kSystemConfig)
+        printf("  The service files read %s: copy the file there, or change --config-file in them.\n", kSystemConfig);
+}
+
+int run_init(const Options& o) {
+    std::string output = o.output.empty() ? kSystemConfig : o.output;
+    if (iot::fs::exists(output) && !o.force)
+        return iot::fail(kName, iot::kExitFailed, "%s exists; not replacing it (use --force to overwrite)",
+                         output.c_str());
+    config::LoadOptions lo;
+    lo.find_files = false;  // a new file from flags and answers, not from what is already there
+    auto loaded = config::load(static_cast<int>(o.config_args.size()), o.config_args.data(), lo);
+    if (!loaded) return iot::fail(kName, iot::kExitUsage, "%s", loaded.error().c_str());
+    for (const auto& w : loaded->warnings) fprintf(stderr, "%s: warning: %s\n", kName, w.c_str());
+    Config cfg = loaded->config;
+    std::string dir = iot::fs::dirname(output);
+    // Handlers next to the config: where `make install` puts the sample handlers.
+    if (!given(cfg, "jobs.handler-directory")) (void)cfg.set("jobs.handler-directory", dir + "/jobs", kInitSuggestion);
+
+    if (isatty(STDIN_FILENO) && !o.no_prompt) {
+        printf("Writing %s. Press Enter to keep the value in brackets.\n", output.c_str());
+        for (const char* name : kQuestions) {
+            if (!relevant(cfg, name)) continue;
+            if (given(cfg, name)) {
+                iot::Status ok = check_value(cfg, name);
+                if (ok) continue;
+                printf("\n%s (%s): %s\n", name, cfg.source(name).c_str(), ok.error().c_str());
+            }
+            if (!ask(cfg, name)) return iot::fail(kName, iot::kExitFailed, "no answer (end of input); nothing written");
+        }
+        printf("\n");
+    } else {
+        iot::Status required = config::check_required(cfg);
+        if (!required)
+            return iot::fail(kName, iot::kExitUsage, "%s (give them as flags, or run iot-config init on a terminal)",
+                             required.error().c_str());
+        std::vector<std::string> errors;
+        for (const char* name : kQuestions) {
+            if (!relevant(cfg, name)) continue;
+            iot::Status ok = check_value(cfg, name);
+            if (!ok) errors.push_back(format("%s (%s): %s", name, cfg.source(name).c_str(), ok.error().c_str()));
+        }
+        if (!errors.empty()) {
+            for (const auto& e : errors) fprintf(stderr, "%s: %s\n", kName, e.c_str());
+            fprintf(stderr, "%s: nothing written\n", kName);
+            return iot::kExitUsage;
+        }
+    }
+    // A handler directory is only worth writing when jobs run.
+    if (!cfg.flag("jobs.enabled") && cfg.source("jobs.handler-directory") == kInitSuggestion)
+        *cfg.value_mut("jobs.handler-directory") = *Config().value("jobs.handler-directory");
+
+    // Directories first: if one cannot be made, nothing is written.
+    // The key and certificate exist already (they were checked), so their directories keep the
+    // modes they have; check_permissions below says if one is too open.
+    std::vector<std::string> created;
+    iot::Status st = make_dir(dir, 0755, created);
+    if (st && cfg.flag("jobs.enabled")) st = make_dir(cfg.path("jobs.handler-directory"), 0700, created);
+    if (st) st = make_dir(cfg.path("state-directory"), 0700, created);
+    if (!st) return iot::fail(kName, iot::kExitFailed, "%s; nothing written", st.error().c_str());
+
+    std::string text = config::export_file(cfg, config::FileKeys::Changed);
+    st = iot::fs::write_atomic(output, text, 0640);
+    if (!st) return iot::fail(kName, iot::kExitFailed, "%s", st.error().c_str());
+    // Shown without its secrets (a PIN given as a flag), which stay in the file only.
+    std::string display = text;
+    for (const config::Key& k : config::keys())
+        if ((k.flags & config::kSecret) && cfg.has(k.name))
+            display = iot::replace_all(display, iot::json::quote(cfg.str(k.name)), "\"***\"");
+    printf("Wrote %s (mode 0640): the settings that differ from the defaults, and the required ones:\n%s",
+           output.c_str(), display.c_str());
+    for (const auto& d : created) printf("Created %s\n", d.c_str());
+    // What is still wrong after writing (an existing handler directory open to others, ...).
+    auto perms = config::check_permissions(cfg);
+    for (const auto& e : perms.errors) printf("Problem: %s\n", e.c_str());
+    for (const auto& w : perms.warnings) printf("Warning: %s\n", w.c_str());
+    print_next_steps(output);
+    return iot::kExitOk;
+}
+
+// ---------------------------------------------------------------- show
+
+int run_show(const Options& o) {
+    auto loaded = config::load(static_cast<int>(o.config_args.size()), o.config_args.data());
+    if (!loaded) return iot::fail(kName, iot::kExitUsage, "%s", loaded.error().c_str());
+    for (const auto& w : loaded->warnings) fprintf(stderr, "%s: warning: %s\n", kName, w.c_str());
+    const Config& cfg = loaded->config;
+    if (!o.sources) {
+        printf("%s", config::export_json(cfg).c_str());
+        return iot::kExitOk;
+    }
+    size_t width = 0;
+    for (const config::Key& k : config::keys())
+        if (!(k.flags & config::kAction) && cfg.has(k.name)) width = std::max(width, strlen(k.name));
+    for (const config::Key& k : config::keys()) {
+        if ((k.flags & config::kAction) || !cfg.has(k.name)) continue;
+        const Config::Value& v = *cfg.value(k.name);
+        std::string value = (k.flags & config::kSecret) ? "***" : v.text;
+        printf("%-*s  %s  [%s]\n", static_cast<int>(width), k.name, value.c_str(), origin(v).c_str());
+    }
+    return iot::kExitOk;
+}
+
+// ---------------------------------------------------------------- check
+
+// One line per check; the worst result decides the exit code.
+class Report {
+public:
+    void ok(const std::string& s) { line("OK", s); }
+    void warn(const std::string& s) { line("WARN", s); }
+    void fail(const std::string& s) {
+        line("FAIL", s);
+        failed_ = true;
+    }
+    int exit_code() const { return failed_ ? iot::kExitFailed : iot::kExitOk; }
+
+private:
+    void line(const char* what, const std::string& s) {
+        printf("%-4s  %s\n", what, s.c_str());
+        fflush(stdout);
+    }
+    bool failed_ = false;
+};
+
+void check_certificate(const Config& cfg, Report& r) {
+    std::string path = cfg.path("cert");
+    auto info = iot::tls::inspect_file(path);
+    if (!info) return r.fail("certificate: " + info.error());
+    int64_t now = iot::wall_ms() / 1000;
+    long long days = (info->not_after - now) / 86400;
+    std::string who =
+        format("certificate %s (%s, issued by %s)", path.c_str(), info->subject.c_str(), info->issuer.c_str());
+    if (info->not_after <= now)
+        r.fail(format("%s: expired on %s; the broker will refuse it (issue a new one: iot-provision)", who.c_str(),
+                      date_of(info->not_after).c_str()));
+    else if (info->not_before > now)
+        r.fail(format("%s: not valid before %s (is the clock right?)", who.c_str(), date_of(info->not_before).c_str()));
+    else if (days < kExpiryWarnDays)
+        r.warn(format("%s: expires in %lld days, on %s (rotate it soon)", who.c_str(), days,
+                      date_of(info->not_after).c_str()));
+    else
+        r.ok(format("%s: valid until %s (%lld days)", who.c_str(), date_of(info->not_after).c_str(), days));
+}
+
+void check_key(const Config& cfg, Report& r) {
+    std::string path = cfg.path("key");
+    auto key = iot::tls::load_private_key(path);
+    if (!key) return r.fail("key: " + key.error());
+    auto cert = iot::tls::load_certificate(cfg.path("cert"));
+    if (!cert)
+        return r.warn(format("key %s: loads; not compared with the certificate, which does not load", path.c_str()));
+    if (!iot::tls::key_matches_certificate(key->get(), cert->get()))
+        return r.fail(format("key %s does not belong to the certificate %s (a broker refuses the handshake)",
+                             path.c_str(), cfg.path("cert").c_str()));
+    r.ok(format("key %s matches the certificate", path.c_str()));
+}
+
+void check_root_ca(const Config& cfg, Report& r) {
+    if (!cfg.has("root-ca")) return r.ok("root CA: not set; the system trust store verifies the endpoint");
+    std::string path = cfg.path("root-ca");
+    if (!iot::fs::exists(path)) return;  // check_permissions has said so, with the fallback
+    auto text = iot::fs::read_file(path, 1024 * 1024);
+    if (!text) return r.fail("root CA: " + text.error());
+    auto chain = iot::tls::read_certificate_chain(*text);
+    if (!chain) return r.fail(format("root CA %s: %s", path.c_str(), chain.error().c_str()));
+    auto info = iot::tls::inspect((*chain)[0].get());
+    r.ok(format("root CA %s: %zu certificate%s, first %s", path.c_str(), chain->size(), chain->size() == 1 ? "" : "s",
+                info ? info->subject.c_str() : "?"));
+}
+
+void check_connection(const Config& cfg, long long timeout_s, Report& r) {
+    iot::EventLoop loop;
+    iot::mqtt::Options mo;
+    mo.host = cfg.str("endpoint");
+    mo.port = static_cast<int>(cfg.num("port"));
+    mo.client_id = cfg.str("thing-name");
+    std::string ca = cfg.path("root-ca");
+    mo.ca_file = !ca.empty() && iot::fs::exists(ca) ? ca : "";
+    mo.cert_file = cfg.path("cert");
+    mo.key_file = cfg.path("key");
+    mo.keepalive_s = static_cast<int>(cfg.num("mqtt.keepalive"));
+    mo.connect_timeout_ms = timeout_s * 1000;
+    mo.clean_session = true;  // a check must not take over the daemon's persistent session
+    std::string where = format("%s:%d as %s", mo.host.c_str(), mo.port, mo.client_id.c_str());
+    iot::mqtt::Client client(loop, mo);
+    int state = 0;  // 1 connected, -1 failed
+    std::string reason;
+    client.on_connection([&](bool up, const std::string& why) {
+        if (state != 0) return;
+        state = up ? 1 : -1;
+        reason = why;
+    });
+    int64_t start = iot::monotonic_ms();
+    iot::Status st = client.start();
+    if (!st) return r.fail("connection: " + st.error());
+    int64_t deadline = start + timeout_s * 1000 + 500;
+    while (state == 0 && iot::monotonic_ms() < deadline) loop.run_once(100);
+    int64_t took = iot::monotonic_ms() - start;
+    bool stopped = false;
+    client.stop([&] { stopped = true; });
+    int64_t stop_deadline = iot::monotonic_ms() + 3000;
+    while (!stopped && iot::monotonic_ms() < stop_deadline) loop.run_once(100);
+    if (state == 1)
+        r.ok(format("connection: connected to %s (TLS and MQTT) in %lld ms, disconnected", where.c_str(),
+                    static_cast<long long>(took)));
+    else if (state == -1)
+        r.fail(format("connection to %s: %s", where.c_str(), reason.c_str()));
+    else
+        r.fail(format("connection to %s: no result within %lld s (raise --timeout?)", where.c_str(), timeout_s));
+}
+
+int run_check(const Options& o) {
+    Report r;
+    auto loaded = config::load(static_cast<int>(o.config_args.size()), o.config_args.data());
+    if (!loaded) {
+        for (const auto& e : iot::split(loaded.error(), '\n')) printf("FAIL  config: %s\n", e.c_str());
+        return iot::kExitUsage;
+    }
+    const Config& cfg = loaded->config;
+    // The mqtt client logs its own view of a failure; the report already says it once.
+    auto level = iot::log::parse_level(cfg.is_set("logging.level") ? cfg.str("logging.level") : "ERROR");
+    (void)iot::log::configure(level ? *level : iot::log::Level::Error, iot::log::Sink::Stderr);
+
+    std::string files = cfg.has("config-file") ? cfg.path("config-file") : "no config file found (defaults only)";
+    std::string runtime = cfg.path("runtime-config-file");
+    if (!runtime.empty() && iot::fs::exists(runtime)) files += ", runtime file " + runtime;
+    r.ok("config: loaded " + files);
+    for (const auto& w : loaded->warnings) r.warn("config: " + w);
+
+    iot::Status required = config::check_required(cfg);
+    if (!required)
+        r.fail(required.error());
+    else
+        r.ok(format("required settings: endpoint %s, thing-name %s", cfg.str("endpoint").c_str(),
+                    cfg.str("thing-name").c_str()));
+
+    auto perms = config::check_permissions(cfg);
+    for (const auto& e : perms.errors) r.fail("permissions: " + e);
+    for (const auto& w : perms.warnings) r.warn("permissions: " + w);
+    if (perms.errors.empty() && perms.warnings.empty())
+        r.ok("permissions: every file and directory is within its mode rule");
+
+    bool secure_element = cfg.flag("secure-element.enabled");
+    if (cfg.has("cert")) check_certificate(cfg, r);
+    if (cfg.has("key") && !secure_element) check_key(cfg, r);
+    check_root_ca(cfg, r);
+    if (o.connect) {
+        if (!required)
+            r.fail("connection: not tried, required settings are missing");
+        else if (secure_element)
+            r.warn("connection: not tried, the secure element is not supported by --connect");
+        else
+            check_connection(cfg, o.timeout_s, r);
+    }
+    return r.exit_code();
+}
+
+// ---------------------------------------------------------------- convert
+
+// The value at dotted `name` in a parsed file, or nullptr.
+const cJSON* at_path(const cJSON* root, const std::string& name) {
+    const cJSON* node = root;
+    for (const std::string& part : iot::split(name, '.')) {
+        if (!cJSON_IsObject(node)) return nullptr;
+        node = iot::json::get(node, part.c_str());
+    }
+    return node;
+}
+
+std::string shown(const config::Key& k, const cJSON* item) {
+    if (k.flags & config::kSecret) return "\"***\"";
+    return item ? iot::json::print(item) : std::string("(none)");
+}
+
+// Why a value in the Device Client's file was written differently.
+std::string why_changed(const config::Key& k, const cJSON* before, const Config::Value& v) {
+    if (iot::starts_with(v.source, "runtime file"))
+        return format(" (%s: fleet provisioning completed)", origin(v).c_str());
+    if (v.source == kName) return " (fleet provisioning completed: it must not run again)";
+    if (!cJSON_IsString(before)) return {};
+    if (k.type == config::Type::Bool)
+        return " (a string: the Device Client reads any string as false, iotbox reads what it says)";
+    if (k.type == config::Type::Int) return " (a number written as a string)";
+    if (k.type == config::Type::Enum) return " (its canonical spelling)";
+    return {};
+}
+
+int run_convert(const Options& o) {
+    std::string from = iot::fs::expand_home(o.from.empty() ? kDeviceClientConfig : o.from);
+    std::string output = o.output.empty() ? kSystemConfig : o.output;
+    if (!iot::fs::exists(from))
+        return iot::fail(kName, iot::kExitUsage, "no Device Client config at %s (give its path with --from FILE)",
+                         from.c_str());
+    if (iot::fs::exists(output) && !o.force)
+        return iot::fail(kName, iot::kExitFailed, "%s exists; not replacing it (use --force to overwrite)",
+                         output.c_str());
+    std::vector<const char*> args = {"--config-file", from.c_str()};
+    args.insert(args.end(), o.config_args.begin(), o.config_args.end());
+    auto loaded = config::load(static_cast<int>(args.size()), args.data());
+    if (!loaded) {
+        for (const auto& e : iot::split(loaded.error(), '\n')) fprintf(stderr, "%s: %s\n", kName, e.c_str());
+        fprintf(stderr, "%s: nothing written\n", kName);
+        return iot::kExitUsage;
+    }
+    Config cfg = loaded->config;
+    std::vector<std::string> notes;
+    for (const auto& w : loaded->warnings)
+        if (w.find("still the template placeholder") == std::string::npos) notes.push_back(w);
+
+    // The Device Client's template holds "<replace_with_...>" strings: one in a setting that is
+    // used must be filled in; one in a disabled section is dropped.
+    std::vector<std::string> errors;
+    const Config defaults;
+    for (const config::Key& k : config::keys()) {
+        const Config::Value& v = *cfg.value(k.name);
+        if (!v.present || v.file.empty() || !iot::starts_with(v.text, kPlaceholder)) continue;
+        if (config::in_use(cfg, k))
+            errors.push_back(format("%s:%d: %s: still the template placeholder \"%s\" (write the real value%s%s)",
+                                    v.file.c_str(), v.line, k.name, v.text.c_str(), k.flag ? ", or give " : "",
+                                    k.flag ? k.flag : ""));
+        else
+            *cfg.value_mut(k.name) = *defaults.value(k.name);
+    }
+    if (!errors.empty()) {
+        for (const auto& e : errors) fprintf(stderr, "%s: %s\n", kName, e.c_str());
+        fprintf(stderr, "%s: nothing written\n", kName);
+        return iot::kExitUsage;
+    }
+
+    std::string runtime = cfg.path("runtime-config-file");
+    bool completed = cfg.flag("runtime-config.completed-fp");
+    if (completed && cfg.flag("fleet-provisioning.enabled")) {
+        (void)cfg.set("fleet-provisioning.enabled", "false", kName);
+        notes.push_back(
+            "fleet provisioning has completed: the provisioned cert, key and thing-name are now the main "
+            "ones, and fleet-provisioning.enabled is false so it does not run again");
+    } else if (!completed && iot::fs::exists(runtime)) {
+        notes.push_back(
+            format("runtime file %s: provisioning has not completed (completed-fp is not true); nothing "
+                   "taken from it",
+                   runtime.c_str()));
+    }
+    std::string proxy = cfg.path("http-proxy-config");
+    if (iot::fs::exists(proxy)) {
+        notes.push_back(
+            format("HTTP proxy file %s is read from where it is (--http-proxy-config); not copied", proxy.c_str()));
+        iot::Status mode = iot::fs::check_mode(proxy, key_of("http-proxy-config").mode);
+        if (!mode) notes.push_back("it may hold a password: " + mode.error());
+    }
+
+    std::string text = config::export_file(cfg, config::FileKeys::Set);
+    iot::Status st = iot::fs::make_dirs(iot::fs::dirname(output), 0755);
+    if (st) st = iot::fs::write_atomic(output, text, 0640);
+    if (!st) return iot::fail(kName, iot::kExitFailed, "%s", st.error().c_str());
+
+    // What changed: the Device Client's file against the one written.
+    auto before_text = iot::fs::read_file(from, 1024 * 1024);
+    auto before = iot::json::parse(before_text ? *before_text : "{}");
+    auto after = iot::json::parse(text);
+    std::vector<std::string> changes;
+    for (const config::Key& k : config::keys()) {
+        if (k.where != config::Where::Main && k.where != config::Where::Runtime) continue;
+        const cJSON* b = before ? at_path(before->get(), k.name) : nullptr;
+        const cJSON* a = after ? at_path(after->get(), k.name) : nullptr;
+        if (!a && !b) continue;
+        if (a && b && iot::json::print(a) == iot::json::print(b)) continue;
+        const Config::Value& v = *cfg.value(k.name);
+        if (a && b)
+            changes.push_back(format("%s: %s -> %s%s", k.name, shown(k, b).c_str(), shown(k, a).c_str(),
+                                     why_changed(k, b, v).c_str()));
+        else if (a)
+            changes.push_back(format("%s: %s added%s", k.name, shown(k, a).c_str(), why_changed(k, b, v).c_str()));
+        else if (k.where == config::Where::Runtime)
+            changes.push_back(format("%s: left out (fleet provisioning state; %s)", k.name,
+                                     completed ? "its values are now in place" : "iotbox reads the runtime file"));
+        else if (cJSON_IsString(b) && iot::starts_with(b->valuestring, kPlaceholder))
+            changes.push_back(format("%s: %s left out (template placeholder of a setting that is not used)", k.name,
+                                     shown(k, b).c_str()));
+        else if (cJSON_IsNull(b) || (cJSON_IsString(b) && !*b->valuestring))
+            changes.push_back(format("%s: empty value left out", k.name));
+        else
+            changes.push_back(format("%s: %s left out", k.name, shown(k, b).c_str()));
+    }
+    printf("Converted %s\n     into %s (mode 0640).\n", from.c_str(), output.c_str());
+    if (changes.empty())
+        printf("No changes: the file was already valid for iotbox as it is.\n");
+    else
+        printf("Changes:\n");
+    for (const auto& c : changes) printf("  %s\n", c.c_str());
+    for (const auto& n : notes) printf("Note: %s\n", n.c_str());
+    printf("Next: iot-config check --config-file %s --connect\n", output.c_str());
+    return iot::kExitOk;
+}
+
+// ---------------------------------------------------------------- options
+
+bool takes(const OwnOption& opt, const std::string& command) {
+    for (const std::string& c : iot::split(opt.commands, ' '))
+        if (c == command) return true;
+    return false;
+}
+
+// Returns an exit code when parsing ends the run (an error), -1 to go on.
+int parse_options(int argc, char** argv, Options& o) {
+    for (int i = 2; i < argc; ++i) {
+        std::string arg = argv[i];
+        size_t eq = arg.find('=');
+        std::string flag = arg.substr(0, eq);
+        const OwnOption* own = nullptr;
+        for (const OwnOption& opt : kOwnOptions)
+            if (flag == opt.flag) own = &opt;
+        if (!own) {
+            o.config_args.push_back(argv[i]);
+            // A config flag's value is its next argument.
+            const config::Key* key = config::find_flag(flag);
+            if (key && !(key->flags & config::kNoArg) && eq == std::string::npos && i + 1 < argc)
+                o.config_args.push_back(argv[++i]);
+            continue;
+        }
+        if (!takes(*own, o.command))
+            return iot::fail(kName, iot::kExitUsage, "%s is not an option of %s (see iot-config --help)", flag.c_str(),
+                             o.command.c_str());
+        std::string value;
+        if (own->takes_value) {
+            if (eq != std::string::npos)
+                value = arg.substr(eq + 1);
+            else if (i + 1 < argc)
+                value = argv[++i];
+            if (value.empty()) return iot::fail(kName, iot::kExitUsage, "%s needs a value", flag.c_str());
+        } else if (eq != std::string::npos) {
+            return iot::fail(kName, iot::kExitUsage, "%s takes no value", flag.c_str());
+        }
+        if (flag == "--output")
+            o.output = value;
+        else if (flag == "--from")
+            o.from = value;
+        else if (flag == "--force")
+            o.force = true;
+        else if (flag == "--no-prompt")
+            o.no_prompt = true;
+        else if (flag == "--sources")
+            o.sources = true;
+        else if (flag == "--connect")
+            o.connect = true;
+        else if (flag == "--timeout") {
+            auto n = iot::parse_int(value);
+            if (!n || *n < 1 || *n > 600)
+                return iot::fail(kName, iot::kExitUsage, "--timeout: expected seconds from 1 to 600, got '%s'",
+                                 value.c_str());
+            o.timeout_s = *n;
+        }
+    }
+    return -1;
+}
+}  // namespace
+
+void iot_config_help() {
+    printf(
+        "Usage: iot-config init [--output FILE] [--force] [--no-prompt] [CONFIG OPTIONS]\n"
+        "       iot-config show [--sources] [CONFIG OPTIONS]\n"
+        "       iot-config check [--connect] [--timeout SECONDS] [CONFIG OPTIONS]\n"
+        "       iot-config convert [--from FILE] [--output FILE] [--force] [CONFIG OPTIONS]\n\n"
+        "init     writes a working config file (default %s, mode 0640). On a terminal it asks\n"
+        "         for the endpoint, thing name, certificate, key, root CA, port and features, and asks\n"
+        "         again when an answer does not check out; otherwise (or with --no-prompt) everything\n"
+        "         comes from CONFIG OPTIONS (--endpoint, --thing-name, --cert, --key, --root-ca, --port,\n"
+        "         --enable-jobs, ...). Options given are not asked. The file holds the required settings\n"
+        "         and those that differ from the defaults. Creates the config directory (0755), the job\n"
+        "         handler directory (0700; default: jobs/ next to the file) and the state directory\n"
+        "         (0700). An existing file is kept unless --force.\n"
+        "show     the effective configuration (defaults < config file < runtime file < environment <\n"
+        "         command line) as JSON, secrets as \"***\"; --sources lists each setting with its\n"
+        "         value and where it came from (file:line, env, flag or default).\n"
+        "check    loads the configuration and checks it: required settings, file modes, the\n"
+        "         certificate (readable, dates; a warning 30 days before it expires), that the key\n"
+        "         belongs to it, the root CA. --connect also connects once (TLS and MQTT, client id\n"
+        "         = thing name, within --timeout, default 10 s) and disconnects. One line per check:\n"
+        "         OK, WARN or FAIL.\n"
+        "convert  reads an AWS IoT Device Client config (default %s)\n"
+        "         with its runtime file (fleet provisioning) and writes an iotbox config (default\n"
+        "         %s): booleans and numbers given as strings normalised, template placeholders\n"
+        "         refused where used and dropped where not, provisioned cert, key and thing name moved\n"
+        "         into place. Prints what changed.\n\n"
+        "CONFIG OPTIONS are iotd's (--config-file, --endpoint, --cert, ...; see iotd --help).\n"
+        "Exit codes: 0 done (check: every check OK or WARN), 1 failed (check: a check failed; init,\n"
+        "convert: the output exists), 2 usage or configuration error (check: the config does not load).\n",
+        kSystemConfig, kDeviceClientConfig, kSystemConfig);
+}
+
+int iot_config_main(int argc, char** argv) {
+    Options o;
+    o.command = argc > 1 ? argv[1] : "";
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            iot_config_help();
+            return iot::kExitOk;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            iot::print_version();
+            return iot::kExitOk;
+        }
+    }
+    if (o.command.empty())
+        return iot::fail(kName, iot::kExitUsage, "give a command: init, show, check or convert (see --help)");
+    if (o.command != "init" && o.command != "show" && o.command != "check" && o.command != "convert")
+        return iot::fail(kName, iot::kExitUsage, "unknown command '%s' (init, show, check or convert)",
+                         o.command.c_str());
+    int rc = parse_options(argc, argv, o);
+    if (rc >= 0) return rc;
+    ::signal(SIGPIPE, SIG_IGN);
+    if (o.command == "init") return run_init(o);
+    if (o.command == "show") return run_show(o);
+    if (o.command == "check") return run_check(o);
+    return run_convert(o);
+}

@@ -810,7 +810,7 @@ Result<Loaded> load(int argc, const char* const argv[], const LoadOptions& optio
         if (!fs::exists(path))
             return Error(format("config file %s (%s): %s", path.c_str(), named->source.c_str(),
                                 errno_text(ENOENT).c_str()));
-    } else {
+    } else if (options.find_files) {
         for (const std::string& candidate :
              {options.system_config, fs::expand_home("~/.aws-iot-device-client/aws-iot-device-client.conf")}) {
             if (!candidate.empty() && fs::exists(candidate)) {
@@ -830,7 +830,7 @@ Result<Loaded> load(int argc, const char* const argv[], const LoadOptions& optio
     const Config::Value* runtime_named = explicit_value(runtime_index, cl.assignments, env);
     std::string runtime_path =
         fs::expand_home(runtime_named ? runtime_named->text : l.config.str("runtime-config-file"));
-    if (!runtime_path.empty() && fs::exists(runtime_path)) {
+    if (!runtime_path.empty() && (runtime_named || options.find_files) && fs::exists(runtime_path)) {
         l.load_file(runtime_path, FileKind::Runtime, "runtime file " + runtime_path);
         l.apply_completed_fp();
     }
@@ -839,7 +839,7 @@ Result<Loaded> load(int argc, const char* const argv[], const LoadOptions& optio
     size_t proxy_index = index("http-proxy-config");
     const Config::Value* proxy_named = explicit_value(proxy_index, cl.assignments, env);
     std::string proxy_path = fs::expand_home(proxy_named ? proxy_named->text : l.config.str("http-proxy-config"));
-    if (fs::exists(proxy_path))
+    if ((proxy_named || options.find_files) && fs::exists(proxy_path))
         l.load_file(proxy_path, FileKind::Proxy, "file " + proxy_path);
     else if (proxy_named)
         l.errors.push_back(format("HTTP proxy config %s (%s): %s", proxy_path.c_str(), proxy_named->source.c_str(),
@@ -874,16 +874,33 @@ Status check_required(const Config& config) {
     return Error("missing required settings to connect: " + join(missing, ", "));
 }
 
+bool in_use(const Config& config, const Key& k) {
+    if (const Key* gate = gate_of(k); gate && !config.flag(gate->name)) return false;
+    if ((k.flags & kUnlessSecureElement) && config.flag("secure-element.enabled")) return false;
+    // Log files matter only when something writes them.
+    if (strcmp(k.name, "logging.file") == 0) return config.str("logging.type") == "FILE";
+    if (strcmp(k.name, "logging.sdk-log-file") == 0) return config.flag("logging.enable-sdk-logging");
+    return true;
+}
+
+std::string export_file(const Config& config, FileKeys which) {
+    // export_json writes what is present: clear what this file should not hold.
+    const Config defaults;
+    Config out = config;
+    for (const Key& k : keys()) {
+        Config::Value* v = out.value_mut(k.name);
+        bool keep = k.where == Where::Main && v->present &&
+                    ((k.flags & kRequired) || (which == FileKeys::Changed ? v->text != defaults.str(k.name)
+                                                                           : v->source != "default"));
+        if (!keep) *v = Config::Value{};
+    }
+    return export_json(out, true, true);
+}
+
 PermissionReport check_permissions(const Config& config) {
     PermissionReport r;
-    bool secure_element = config.flag("secure-element.enabled");
     for (const Key& k : keys()) {
-        if (!k.mode || !config.has(k.name)) continue;
-        if (const Key* gate = gate_of(k); gate && !config.flag(gate->name)) continue;
-        if ((k.flags & kUnlessSecureElement) && secure_element) continue;
-        // Log files matter only when something writes them.
-        if (strcmp(k.name, "logging.file") == 0 && config.str("logging.type") != "FILE") continue;
-        if (strcmp(k.name, "logging.sdk-log-file") == 0 && !config.flag("logging.enable-sdk-logging")) continue;
+        if (!k.mode || !config.has(k.name) || !in_use(config, k)) continue;
         std::string path = config.path(k.name);
         struct stat st;
         if (::stat(path.c_str(), &st) != 0) {

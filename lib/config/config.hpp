@@ -100,6 +100,9 @@ struct LoadOptions {
     bool allow_positional = false;
     // The system config file looked for when neither --config-file nor IOTBOX_CONFIG is given.
     std::string system_config = "/etc/iotbox/iotbox.conf";
+    // Look for the default config, runtime and HTTP proxy files when they are not named. Off for
+    // `iot-config init`, which writes a new file from flags and answers, not from what is there.
+    bool find_files = true;
 };
 
 struct Loaded {
@@ -128,11 +131,20 @@ struct PermissionReport {
 // files of enabled features.
 PermissionReport check_permissions(const Config& config);
 
+// Whether the value of `key` is used: its section is enabled ("jobs.enabled" for
+// "jobs.handler-directory"), a log file is written, the key file is not replaced by a secure element.
+bool in_use(const Config& config, const Key& key);
+
 // --help text generated from the table, grouped by section.
 std::string help_text();
 // The whole configuration as valid JSON, nested like the config file; secrets as "***" unless
 // include_secrets. With main_file_only, only what belongs in a config file (loadable as one).
 std::string export_json(const Config& config, bool include_secrets = false, bool main_file_only = false);
+// A config file (valid JSON, secrets included) with the config-file keys that are present and
+// either required (check_required) or, for Changed, different from their default; for Set, set by
+// a file, the environment or the command line.
+enum class FileKeys { Changed, Set };
+std::string export_file(const Config& config, FileKeys which);
 // A config file holding every default (--export-default-settings); valid JSON.
 std::string export_defaults();
 

@@ -835,6 +835,50 @@ TEST_F(Config, ExportDefaultsIsValidJsonThatLoads) {
     EXPECT_FALSE(contains(l.warnings, "unknown key")) << joined(l.warnings);
 }
 
+TEST_F(Config, ExportFileKeepsRequiredAndChangedOrSetKeysOnly) {
+    Loaded l = load_text(R"({"endpoint": "e", "thing-name": "t", "cert": "/c", "key": "/k",
+                            "logging": {"level": "DEBUG"}, "jobs": {"enabled": false}})",
+                         {"--secure-element-pin", "9911-33"});
+    auto changed = json::parse(config::export_file(l.config, config::FileKeys::Changed));
+    ASSERT_TRUE(changed.ok()) << changed.error();
+    EXPECT_EQ(json::string_or(changed->get(), "endpoint", ""), "e");
+    EXPECT_TRUE(cJSON_IsFalse(json::get(json::get(changed->get(), "jobs"), "enabled")));
+    EXPECT_EQ(json::get(changed->get(), "logging"), nullptr) << "DEBUG is the default";
+    EXPECT_EQ(json::get(changed->get(), "port"), nullptr);
+    EXPECT_EQ(json::get(changed->get(), "config-file"), nullptr) << "not a config-file key";
+    EXPECT_EQ(json::string_or(json::get(changed->get(), "secure-element"), "secure-element-pin", ""), "9911-33");
+    auto set = json::parse(config::export_file(l.config, config::FileKeys::Set));
+    ASSERT_TRUE(set.ok()) << set.error();
+    EXPECT_EQ(json::string_or(json::get(set->get(), "logging"), "level", ""), "DEBUG") << "set in the file";
+    EXPECT_EQ(json::get(set->get(), "port"), nullptr);
+}
+
+TEST_F(Config, InUseFollowsSectionsAndLogType) {
+    Loaded l = load_text(R"({"jobs": {"enabled": false}, "logging": {"type": "FILE"}})");
+    EXPECT_FALSE(config::in_use(l.config, *config::find_key("jobs.handler-directory")));
+    EXPECT_TRUE(config::in_use(l.config, *config::find_key("logging.file")));
+    EXPECT_FALSE(config::in_use(l.config, *config::find_key("logging.sdk-log-file")));
+    EXPECT_TRUE(config::in_use(l.config, *config::find_key("endpoint")));
+    EXPECT_FALSE(config::in_use(l.config, *config::find_key("fleet-provisioning.template-name")));
+}
+
+TEST_F(Config, WithoutFindFilesOnlyNamedFilesAreRead) {
+    std::string dc = dir_ + "/.aws-iot-device-client";
+    ASSERT_EQ(mkdir(dc.c_str(), 0700), 0);
+    write(dc + "/aws-iot-device-client.conf", R"({"endpoint": "found"})", 0640);
+    write(dc + "/aws-iot-device-client-runtime.conf", R"({"runtime-config": {"thing-name": "rt"}})", 0640);
+    auto found = run({});
+    ASSERT_TRUE(found.ok()) << found.error();
+    EXPECT_EQ(found->config.str("endpoint"), "found");
+    EXPECT_EQ(found->config.str("runtime-config.thing-name"), "rt");
+    options_.find_files = false;
+    auto fresh = run({"--endpoint", "given"});
+    ASSERT_TRUE(fresh.ok()) << fresh.error();
+    EXPECT_EQ(fresh->config.str("endpoint"), "given");
+    EXPECT_FALSE(fresh->config.has("config-file"));
+    EXPECT_FALSE(fresh->config.has("runtime-config.thing-name"));
+}
+
 TEST_F(Config, SecretsAreRegisteredWithTheLogger) {
     log::clear_secrets();
     EXPECT_EQ(log::redact("pin is 5511-77"), "pin is 5511-77");
