@@ -24,6 +24,9 @@
 #if IOTBOX_FEATURE_JOBS
 #include "jobs/feature.hpp"
 #endif
+#if IOTBOX_FEATURE_DD
+#include "metrics/feature.hpp"
+#endif
 
 namespace {
 const char* const kName = "iotd";
@@ -149,8 +152,9 @@ void iotd_help() {
     printf("Usage: iotd [-d] [OPTIONS]\n\n"
            "The iotbox device daemon: connects to AWS IoT Core (or any MQTT broker that authenticates\n"
            "devices by X.509 certificate) over mutual TLS and keeps the connection up, reconnecting\n"
-           "with jittered backoff after any loss, and runs the jobs feature on it. Accepts the AWS IoT\n"
-           "Device Client's config file, flags and environment unchanged.\n\n"
+           "with jittered backoff after any loss, and runs the jobs and Device Defender metrics\n"
+           "features on it. Accepts the AWS IoT Device Client's config file, flags and environment\n"
+           "unchanged.\n\n"
            "  -d, --daemon   fork into the background and write --pid-file (sysvinit); default: foreground\n\n"
            "Signals: SIGTERM/SIGINT stop cleanly (queued job statuses get 3 s to reach the cloud, then\n"
            "DISCONNECT; exit 0); SIGHUP reloads the configuration (logging changes apply at once, others\n"
@@ -228,6 +232,16 @@ int iotd_main(int argc, char** argv) {
         if (!st) return start_failed(iot::kExitFailed, "jobs: " + st.error());
     }
 #endif
+#if IOTBOX_FEATURE_DD
+    std::unique_ptr<iot::metrics::MetricsFeature> metrics;
+    if (cfg.flag("device-defender.enabled")) {
+        auto mo = iot::metrics::feature_options(cfg);
+        if (!mo) return start_failed(iot::kExitUsage, mo.error());
+        metrics = std::make_unique<iot::metrics::MetricsFeature>(loop, client, mo.take());
+        iot::Status st = metrics->start();
+        if (!st) return start_failed(iot::kExitFailed, "metrics: " + st.error());
+    }
+#endif
     auto outbox_empty = [&] {
 #if IOTBOX_FEATURE_JOBS
         return !jobs || jobs->outbox_size() == 0;
@@ -299,6 +313,9 @@ int iotd_main(int argc, char** argv) {
                  client.connected() ? "" : ", last error: ", client.connected() ? "" : client.last_error().c_str());
 #if IOTBOX_FEATURE_JOBS
         if (jobs) LOG_INFO(kName, "status: jobs: %s", jobs->status_line().c_str());
+#endif
+#if IOTBOX_FEATURE_DD
+        if (metrics) LOG_INFO(kName, "status: metrics: %s", metrics->status_line().c_str());
 #endif
     });
     ::signal(SIGPIPE, SIG_IGN);
