@@ -16,8 +16,9 @@ methods) in routes(), and add the class to APIS. A handler gets a Request and
 answers with req.accept(obj) / req.reject(obj) / cloud.publish(...). An API may
 add control commands (commands()) and clean up its threads in stop().
 
-APIs: the echo demo (EchoApi below) and AWS IoT Jobs (jobs_api.py, §3 of the
-reference).
+APIs: the echo demo (EchoApi below), AWS IoT Jobs (jobs_api.py, §3 of the
+reference), Device Defender (defender_api.py) and fleet provisioning with JITP
+(provisioning_api.py, §2; ping also reports its "jitp_port").
 
 Control commands (one JSON object with "cmd" per line, one JSON answer per line
 with "ok": true|false and "error" when false):
@@ -28,6 +29,10 @@ with "ok": true|false and "error" when false):
     jobs (see jobs_api.py for arguments and results): create_job, cancel_job,
     remove_job, retry_job, job, jobs, set_strict, jobs_config, fail_next_updates,
     drop_next
+    provisioning (see provisioning_api.py): create_template, load_templates, templates,
+    create_policy, claim_certificate, provisioning_things, certificates,
+    revoke_certificate, provisioning_config, provisioning_fail_next,
+    provisioning_drop_next, rotation_alert, register_ca, jitp
 """
 
 import argparse
@@ -271,8 +276,9 @@ class EchoApi(Api):
 sys.modules.setdefault("fakecloud", sys.modules[__name__])
 import jobs_api  # noqa: E402
 import defender_api  # noqa: E402
+import provisioning_api  # noqa: E402
 
-APIS = [EchoApi, jobs_api.JobsApi, defender_api.DefenderApi]
+APIS = [EchoApi, jobs_api.JobsApi, defender_api.DefenderApi, provisioning_api.ProvisioningApi]
 
 
 # ---------------------------------------------------------------- the cloud
@@ -350,6 +356,8 @@ class Cloud:
     def create_thing(self, name, **opts):
         if name == CLIENT_ID:
             raise ValueError("the thing name %r is the cloud's own identity" % name)
+        if name.startswith(provisioning_api.RESERVED_PREFIXES):
+            raise ValueError("the thing name %r has a prefix reserved for certificate CNs" % name)
         ident = self.testbed.thing(name, **opts)
         with self.things_lock:
             self.things[name] = {"name": name, "cert": ident["cert"], "key": ident["key"],
@@ -387,7 +395,10 @@ class Control:
         return fn(req)
 
     def cmd_ping(self, req):
-        return {"connected": self.cloud.connected.is_set(), "pid": os.getpid()}
+        resp = {"connected": self.cloud.connected.is_set(), "pid": os.getpid()}
+        for api in self.cloud.apis:
+            resp.update(getattr(api, "ping_info", dict)())
+        return resp
 
     def cmd_wait_connected(self, req):
         ok = self.cloud.connected.wait(float(req.get("timeout", 10)))

@@ -14,6 +14,15 @@ stop it; every pid is recorded in DIR/testbed.json so that `reap` can end them.
 
 As a module: Testbed(dir).up() / .stop() / .start() / .restart(down=0) / .down()
 / .thing(name, days=..., expired=..., untrusted=...) / .status() / .info.
+
+Dynamic security, for the fakecloud's provisioning API: .sign(public_key, cn,
+not_before, not_after) issues a client certificate from the testbed CA;
+.update_security(acl_extra=..., revoked=...) rewrites the ACL file (the fixed
+rules above plus acl_extra) and the CRL (DIR/crl.pem, which both listeners check)
+and makes the running broker reload both (SIGHUP; mosquitto 2.0 rereads acl_file
+and crlfile then). It returns once the broker uses the new files: each reload
+flips whether a probe certificate (DIR/probe.crt) is in the CRL, and a TLS
+handshake with it tells which generation the broker has loaded.
 """
 
 import argparse
@@ -27,6 +36,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 from cryptography import x509
@@ -40,6 +50,9 @@ BIND = "127.0.0.1"
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 CLOUD_USER = "fakecloud"
+PROBE_USER = "testbed.probe"  # not a valid thing name ('.'), so no thing's topics
+RELOAD_TIMEOUT = 5.0
+_security_lock = threading.Lock()
 
 
 class TestbedError(Exception):
@@ -164,6 +177,30 @@ def _issue(ca_key, ca_cert, cn, *, server_names=None, server_ips=None, client=Fa
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in (server_ips or [])]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def _crl_pem(ca_key, ca_cert, revoked):
+    """A CRL of the CA listing revoked [(serial, reason name)]."""
+    now = datetime.datetime.utcnow()
+    b = (x509.CertificateRevocationListBuilder()
+         .issuer_name(ca_cert.subject)
+         .last_update(now - datetime.timedelta(days=1))
+         .next_update(now + datetime.timedelta(days=3650)))
+    for serial, reason in revoked:
+        rb = (x509.RevokedCertificateBuilder().serial_number(int(serial))
+              .revocation_date(now - datetime.timedelta(days=1)))
+        if reason and reason != "unspecified":
+            rb = rb.add_extension(x509.CRLReason(x509.ReasonFlags[reason]), critical=False)
+        b = b.add_revoked_certificate(rb.build())
+    return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def _load_ca(cert_path, key_path):
@@ -301,6 +338,16 @@ class Testbed:
         _write_private(self.path("fakecloud.key"), _key_pem(key))
         _write_public(self.path("fakecloud.crt"), _cert_pem(cert))
 
+        key, cert = _issue(ca_key, ca_cert, PROBE_USER, client=True, days=365)
+        _write_private(self.path("probe.key"), _key_pem(key))
+        _write_public(self.path("probe.crt"), _cert_pem(cert))
+        for name in ("acl.extra", "revoked.json"):
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                pass
+        _write_public(self.path("crl.pem"), _crl_pem(ca_key, ca_cert, []))
+
         port = _free_port()
         mismatch_port = _free_port()
         while mismatch_port == port:
@@ -324,10 +371,10 @@ class Testbed:
         self.start()
         return self
 
-    def _write_acl(self):
+    def _write_acl(self, extra=""):
         # Pattern lines apply to every user; %u is the username, which is the
         # certificate's CN because of use_identity_as_username.
-        _write_public(self.path("acl"), (
+        text = (
             "# each thing may use only its own topics\n"
             "pattern readwrite $aws/things/%u/#\n"
             "pattern readwrite things/%u/#\n"
@@ -336,7 +383,13 @@ class Testbed:
             "user " + CLOUD_USER + "\n"
             "topic readwrite $aws/#\n"
             "topic readwrite #\n"
-        ))
+        )
+        if extra:
+            # each section of it starts with its own "user" line
+            text += "\n# added by update_security (the fakecloud)\n" + extra
+            if not extra.endswith("\n"):
+                text += "\n"
+        _write_public(self.path("acl"), text)
 
     def _listener(self, port, cert, key):
         return (
@@ -347,7 +400,8 @@ class Testbed:
             "require_certificate true\n"
             "use_identity_as_username true\n"
             "tls_version tlsv1.2\n"
-        ) % (port, BIND, self.path("ca.crt"), cert, key)
+            "crlfile %s\n"
+        ) % (port, BIND, self.path("ca.crt"), cert, key, self.path("crl.pem"))
 
     def _write_conf(self, port, mismatch_port):
         # TLS settings are per listener in mosquitto whatever per_listener_settings
@@ -475,6 +529,92 @@ class Testbed:
         _write_private(key_path, _key_pem(key))
         _write_public(cert_path, _cert_pem(cert))
         return {"cert": cert_path, "key": key_path, "ca": self.info["ca"]}
+
+    def sign(self, public_key, cn, not_before, not_after, extra_names=()):
+        """A client certificate for public_key from the testbed CA (subject CN=cn
+        plus extra_names, x509.NameAttribute list); return the x509.Certificate."""
+        self._require_info()
+        ca_key, ca_cert = _load_ca(self.info["ca"], self.info["ca_key"])
+        subject = x509.Name(list(extra_names) + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+
+    def update_security(self, acl_extra=None, revoked=None, timeout=RELOAD_TIMEOUT):
+        """Rewrite the ACL (fixed rules + acl_extra text) and the CRL (revoked:
+        [(serial, reason)] with reason an x509.ReasonFlags name, e.g. "certificate_hold");
+        None keeps the current one. Reload a running broker and wait until it uses them."""
+        self._require_info()
+        if not os.path.exists(self.path("probe.crt")):
+            raise TestbedError("%s: testbed made without a CRL; bring it up again" % self.dir)
+        with _security_lock:
+            if acl_extra is None:
+                acl_extra = _read(self.path("acl.extra"))
+            else:
+                _write_public(self.path("acl.extra"), acl_extra)
+            if revoked is None:
+                revoked = [tuple(r) for r in json.loads(_read(self.path("revoked.json")) or "[]")]
+            else:
+                revoked = [(int(s), str(r)) for s, r in revoked]
+                _write_public(self.path("revoked.json"), json.dumps(revoked))
+            ca_key, ca_cert = _load_ca(self.info["ca"], self.info["ca_key"])
+            probe_serial = self._probe_serial()
+            # the probe is revoked in every other generation; flip it
+            probe_now = self._probe_revoked_in_file(probe_serial)
+            entries = list(revoked) + ([] if probe_now else [(probe_serial, "unspecified")])
+            self._write_acl(acl_extra)
+            _write_public(self.path("crl.pem"), _crl_pem(ca_key, ca_cert, entries))
+            self._load()
+            pid = self.info.get("pid")
+            if not alive(pid):
+                return self
+            os.kill(pid, signal.SIGHUP)
+            self._wait_probe(not probe_now, timeout)
+        return self
+
+    def _probe_serial(self):
+        with open(self.path("probe.crt"), "rb") as f:
+            return x509.load_pem_x509_certificate(f.read()).serial_number
+
+    def _probe_revoked_in_file(self, serial):
+        with open(self.path("crl.pem"), "rb") as f:
+            crl = x509.load_pem_x509_crl(f.read())
+        return crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+    def _wait_probe(self, revoked, timeout):
+        ctx = self.client_context(self.path("probe.crt"), self.path("probe.key"))
+        # TLS 1.2: the client's handshake ends only after the broker has checked
+        # the client certificate (with 1.3 it ends before)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((BIND, self.port), timeout=1) as raw:
+                    with ctx.wrap_socket(raw, server_hostname=HOST):
+                        seen = False
+            except ConnectionRefusedError:
+                seen = None  # not listening (yet)
+            except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+                # refused: an alert, or (after a reload) a bare close
+                seen = True
+            except OSError:
+                seen = None
+            if seen is revoked:
+                return
+            if time.monotonic() > deadline:
+                raise TestbedError("the broker did not reload its ACL and CRL within %.0f s" % timeout)
+            time.sleep(0.01)
 
     def _untrusted_ca(self):
         cert_path, key_path = self.path("untrusted-ca.crt"), self.path("untrusted-ca.key")
