@@ -64,7 +64,13 @@ void EventLoop::watch_child(pid_t pid, ChildCallback cb) {
     reap_children();
 }
 
-void EventLoop::add_prepare(Callback cb) { prepare_.push_back(std::move(cb)); }
+EventLoop::PrepareId EventLoop::add_prepare(Callback cb) {
+    PrepareId id = next_id_++;
+    prepare_[id] = std::move(cb);
+    return id;
+}
+
+void EventLoop::remove_prepare(PrepareId id) { prepare_.erase(id); }
 
 void EventLoop::dispatch_signals() {
     signalfd_siginfo info;
@@ -125,7 +131,16 @@ void EventLoop::run_timers() {
 }
 
 void EventLoop::run_once(int64_t max_wait_ms) {
-    for (auto& p : prepare_) p();
+    // By id: a hook may remove itself or another one (its owner destroyed) on the way.
+    std::vector<PrepareId> hooks;
+    hooks.reserve(prepare_.size());
+    for (auto& [id, cb] : prepare_) hooks.push_back(id);
+    for (PrepareId id : hooks) {
+        auto it = prepare_.find(id);
+        if (it == prepare_.end()) continue;
+        Callback cb = it->second;
+        cb();
+    }
     std::vector<pollfd> fds;
     std::vector<WatchId> ids;
     fds.reserve(watches_.size() + 1);

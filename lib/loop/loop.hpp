@@ -44,8 +44,11 @@ public:
     void watch_child(pid_t pid, ChildCallback cb);
 
     // Called before every poll(): lets a client update what it waits for (libmosquitto's
-    // want_write) or run periodic housekeeping.
-    void add_prepare(Callback cb);
+    // want_write) or run periodic housekeeping. An object that goes away before the loop must
+    // remove its hook.
+    using PrepareId = uint64_t;
+    PrepareId add_prepare(Callback cb);
+    void remove_prepare(PrepareId id);
 
     // Wait up to `max_wait_ms` (-1: until the next timer) and dispatch what happened.
     void run_once(int64_t max_wait_ms = -1);
@@ -74,7 +77,7 @@ private:
     std::map<TimerId, Timer> timers_;
     std::map<int, Callback> signal_handlers_;
     std::map<pid_t, ChildCallback> children_;
-    std::vector<Callback> prepare_;
+    std::map<PrepareId, Callback> prepare_;
     Fd signal_fd_;
     uint64_t next_id_ = 1;
     bool stopping_ = false;

@@ -92,3 +92,18 @@ TEST(Loop, IdleLoopSleepsUntilTheNextTimer) {
     loop.run();
     EXPECT_LE(wakeups, 3) << "an idle loop must not spin";
 }
+
+TEST(Loop, PrepareHooksCanBeRemovedByTheirOwners) {
+    EventLoop loop;
+    int a = 0, b = 0;
+    EventLoop::PrepareId second = 0;
+    loop.add_prepare([&] {
+        ++a;
+        loop.remove_prepare(second);  // the owner of the second hook goes away mid-round
+    });
+    second = loop.add_prepare([&] { ++b; });
+    loop.run_once(0);
+    loop.run_once(0);
+    EXPECT_EQ(a, 2);
+    EXPECT_EQ(b, 0) << "a removed hook must never run again";
+}
