@@ -1,6 +1,7 @@
 #include "mqtt/client.hpp"
 
 #include <mosquitto.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 
@@ -48,22 +49,51 @@ Client::Client(EventLoop& loop, Options options)
     : loop_(loop), options_(std::move(options)), backoff_(options_.reconnect_min_ms, options_.reconnect_max_ms) {}
 
 Client::~Client() {
+    if (prepare_) loop_.remove_prepare(prepare_);
     for (auto t : {reconnect_timer_, connect_timer_, misc_timer_, resubscribe_timer_}) loop_.cancel_timer(t);
     for (auto& r : requests_) loop_.cancel_timer(r.timer);
     drop_watch();
     if (mosq_) mosquitto_destroy(mosq_);
 }
 
+namespace {
+Result<tls::Context> context_for(const Options& o) {
+    tls::ClientOptions tls_options;
+    tls_options.host = o.host;
+    tls_options.ca_file = o.ca_file;
+    tls_options.cert_file = o.cert_file;
+    tls_options.key_file = o.key_file;
+    // AWS IoT serves MQTT with client certificates on 443 only to clients offering this ALPN.
+    if (o.port == 443) tls_options.alpn = {"x-amzn-mqtt-ca"};
+    return tls::make_client_context(tls_options);
+}
+}  // namespace
+
+Status Client::set_identity(const std::string& cert_file, const std::string& key_file) {
+    Options next = options_;
+    next.cert_file = cert_file;
+    next.key_file = key_file;
+    auto ctx = context_for(next);
+    if (!ctx) return ctx.err();
+    options_ = next;
+    if (mosq_) {
+        // libmosquitto took a reference to the old context and does not drop it when replaced.
+        SSL_CTX_free(ctx_.get());
+        ctx_ = ctx.take();
+        mosquitto_void_option(mosq_, MOSQ_OPT_SSL_CTX, ctx_.get());
+        LOG_INFO(kComp, "new identity %s: reconnecting", cert_file.c_str());
+        backoff_.reset();
+        int fd = mosquitto_socket(mosq_);
+        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);  // the loop sees the close and reconnects
+    } else {
+        ctx_ = ctx.take();
+    }
+    return {};
+}
+
 Status Client::start() {
     library_init();
-    tls::ClientOptions tls_options;
-    tls_options.host = options_.host;
-    tls_options.ca_file = options_.ca_file;
-    tls_options.cert_file = options_.cert_file;
-    tls_options.key_file = options_.key_file;
-    // AWS IoT serves MQTT with client certificates on 443 only to clients offering this ALPN.
-    if (options_.port == 443) tls_options.alpn = {"x-amzn-mqtt-ca"};
-    auto ctx = tls::make_client_context(tls_options);
+    auto ctx = context_for(options_);
     if (!ctx) return ctx.err();
     ctx_ = ctx.take();
 
@@ -90,7 +120,7 @@ Status Client::start() {
             update_watch();
         }
     }, misc_ms);
-    loop_.add_prepare([this] { update_watch(); });
+    prepare_ = loop_.add_prepare([this] { update_watch(); });
     started_ = true;
     connect_now();
     return {};

@@ -74,6 +74,9 @@ public:
     // socket is closed, or at once if it already is.
     void stop(std::function<void()> done = {});
     bool connected() const { return connected_; }
+    // Switch to another certificate and key (a rotated identity): the new files are loaded first
+    // (an error leaves everything as it was), then the connection is dropped and made again.
+    Status set_identity(const std::string& cert_file, const std::string& key_file);
     const Options& options() const { return options_; }
 
     // Persistent subscription: sent now if connected, and again after every connect.
@@ -152,6 +155,7 @@ private:
     std::function<void(int)> on_published_;
     std::function<void()> on_stopped_;
     EventLoop::WatchId watch_ = 0;
+    EventLoop::PrepareId prepare_ = 0;
     int watched_fd_ = -1;
     EventLoop::TimerId reconnect_timer_ = 0, connect_timer_ = 0, misc_timer_ = 0, resubscribe_timer_ = 0;
     bool started_ = false, connecting_ = false, tcp_pending_ = false, connected_ = false, stopping_ = false;

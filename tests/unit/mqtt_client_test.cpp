@@ -401,3 +401,18 @@ TEST(MqttClient, RequestResponseCorrelatesByClientTokenAndTimesOut) {
     ASSERT_TRUE(run_until(loop, [&] { return answers.size() == 3; }, 3000));
     EXPECT_EQ(answers[2].outcome, mqtt::Response::Outcome::Timeout);
 }
+
+// A client destroyed while the loop goes on (a rotation's proving connection) must leave nothing
+// behind that the loop would call into.
+TEST(MqttClient, AClientDestroyedBeforeItsLoopLeavesNoHooks) {
+    Testbed tb("mqtt-lifetime");
+    EventLoop loop;
+    auto id = tb.thing("t1");
+    {
+        mqtt::Client c(loop, options_for(tb, "t1", id));
+        ASSERT_TRUE(c.start());
+        ASSERT_TRUE(run_until(loop, [&] { return c.connected(); }, 8000));
+    }
+    for (int i = 0; i < 20; ++i) loop.run_once(10);  // would call into the dead client
+    SUCCEED();
+}
