@@ -27,6 +27,10 @@
 #if IOTBOX_FEATURE_DD
 #include "metrics/feature.hpp"
 #endif
+#if IOTBOX_FEATURE_FP
+#include "mqtt/topic.hpp"
+#include "provision/feature.hpp"
+#endif
 
 namespace {
 const char* const kName = "iotd";
@@ -213,6 +217,31 @@ int iotd_main(int argc, char** argv) {
 
     auto lock = iot::fs::LockFile::acquire(cfg.path("lock-file"), cfg.str("thing-name"));
     if (!lock) return start_failed(iot::kExitFailed, lock.error());
+#if IOTBOX_FEATURE_FP
+    // Fleet provisioning before the first connection: the claim identity is exchanged for the
+    // device's own, and the configuration is read again so it comes from the new runtime file.
+    // The cloud saying no is retried with backoff; the daemon does not give up.
+    if (cfg.flag("fleet-provisioning.enabled")) {
+        iot::mqtt::Backoff backoff(cfg.num("mqtt.reconnect-min") * 1000, cfg.num("mqtt.reconnect-max") * 1000);
+        for (;;) {
+            auto done = iot::provision::provision_at_start(cfg, [](const std::string& step) {
+                LOG_INFO("provision", "%s", step.c_str());
+            });
+            if (done) {
+                if (*done) {
+                    auto again = iot::config::load(static_cast<int>(args.size()), args.data());
+                    if (!again) return start_failed(iot::kExitUsage, again.error());
+                    cfg = again->config;
+                    LOG_INFO("provision", "provisioned as %s", cfg.str("thing-name").c_str());
+                }
+                break;
+            }
+            int64_t delay = backoff.next();
+            LOG_ERROR("provision", "%s; retrying in %lld s", done.error().c_str(), static_cast<long long>(delay / 1000));
+            usleep(static_cast<useconds_t>(delay * 1000));
+        }
+    }
+#endif
     std::string pid_file;
     if (cfg.flag("daemon")) {
         pid_file = cfg.path("pid-file");
@@ -240,6 +269,20 @@ int iotd_main(int argc, char** argv) {
         metrics = std::make_unique<iot::metrics::MetricsFeature>(loop, client, mo.take());
         iot::Status st = metrics->start();
         if (!st) return start_failed(iot::kExitFailed, "metrics: " + st.error());
+    }
+#endif
+#if IOTBOX_FEATURE_FP
+    std::unique_ptr<iot::provision::RotationFeature> rotation;
+    if (cfg.flag("fleet-provisioning.enabled")) {
+        auto ro = iot::provision::rotation_options(cfg);
+        if (!ro) return start_failed(iot::kExitUsage, ro.error());
+        rotation = std::make_unique<iot::provision::RotationFeature>(
+            loop, client, ro.take(), [&](const iot::provision::Outcome& o) {
+                iot::Status st = client.set_identity(o.cert, o.key);
+                if (!st) LOG_ERROR("provision", "rotated certificate %s cannot be loaded: %s", o.cert.c_str(), st.error().c_str());
+            });
+        iot::Status st = rotation->start();
+        if (!st) return start_failed(iot::kExitFailed, "rotation: " + st.error());
     }
 #endif
     auto outbox_empty = [&] {
@@ -316,6 +359,9 @@ int iotd_main(int argc, char** argv) {
 #endif
 #if IOTBOX_FEATURE_DD
         if (metrics) LOG_INFO(kName, "status: metrics: %s", metrics->status_line().c_str());
+#endif
+#if IOTBOX_FEATURE_FP
+        if (rotation) LOG_INFO(kName, "status: certificate rotation: %s", rotation->status_line().c_str());
 #endif
     });
     ::signal(SIGPIPE, SIG_IGN);

@@ -461,8 +461,8 @@ public:
         walk(doc->get(), "");
     }
 
-    // When fleet provisioning has completed, the runtime values replace the main file's (as the
-    // Device Client); the environment and command line still override them afterwards.
+    // When fleet provisioning has completed, the runtime values replace the main file's, the
+    // environment's and the command line's (as the Device Client).
     void apply_completed_fp() {
         if (!config.flag("runtime-config.completed-fp")) return;
         static const char* const kOverrides[][2] = {
@@ -847,6 +847,10 @@ Result<Loaded> load(int argc, const char* const argv[], const LoadOptions& optio
 
     for (const Assignment& a : env) l.set(a.index, a.value);
     for (const Assignment& a : cl.assignments) l.set(a.index, a.value);
+    // Once fleet provisioning has completed, its identity wins even over the command line: the
+    // Device Client's trusted-user command line names the claim with --cert/--key, and after
+    // provisioning the same command line must run as the provisioned thing.
+    l.apply_completed_fp();
 
     l.settle_deferred();
     validate(l);

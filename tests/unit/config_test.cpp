@@ -450,15 +450,17 @@ TEST_F(Config, PrecedenceDefaultsFileRuntimeEnvCli) {
     EXPECT_EQ(r->config.str("logging.level"), "ERROR");
     EXPECT_EQ(r->config.source("logging.level"), "--log-level");
 
-    // thing-name: file < runtime file < env < command line.
+    // thing-name: file < env < command line, until fleet provisioning completes; then the
+    // provisioned identity in the runtime file wins over all of them (the Device Client's
+    // trusted-user command line keeps naming the claim after provisioning).
     EXPECT_EQ(run({"--config-file", cfg})->config.str("thing-name"), "file-thing");
-    file("rt.conf", R"({"runtime-config": {"completed-fp": true, "thing-name": "runtime-thing"}})");
-    r = run({"--config-file", cfg});
-    EXPECT_EQ(r->config.str("thing-name"), "runtime-thing");
-    EXPECT_EQ(r->config.source("thing-name"), "runtime file " + dir_ + "/rt.conf");
     setenv("IOTBOX_THING_NAME", "env-thing", 1);
     EXPECT_EQ(run({"--config-file", cfg})->config.str("thing-name"), "env-thing");
     EXPECT_EQ(run({"--config-file", cfg, "--thing-name", "cli-thing"})->config.str("thing-name"), "cli-thing");
+    file("rt.conf", R"({"runtime-config": {"completed-fp": true, "thing-name": "runtime-thing"}})");
+    r = run({"--config-file", cfg, "--thing-name", "cli-thing"});
+    EXPECT_EQ(r->config.str("thing-name"), "runtime-thing");
+    EXPECT_EQ(r->config.source("thing-name"), "runtime file " + dir_ + "/rt.conf");
 }
 
 TEST_F(Config, RuntimeFileOverridesOnlyWhenFleetProvisioningCompleted) {
@@ -479,8 +481,8 @@ TEST_F(Config, RuntimeFileOverridesOnlyWhenFleetProvisioningCompleted) {
     EXPECT_EQ(r->config.str("thing-name"), "rt");
     EXPECT_TRUE(r->config.flag("runtime-config.completed-fp"));
     EXPECT_EQ(r->config.str("runtime-config.device-config"), "{\"a\":1}");
-    // The command line still wins over the runtime file.
-    EXPECT_EQ(run({"--config-file", cfg, "--cert", "/cli.crt"})->config.str("cert"), "/cli.crt");
+    // A completed provisioning's identity wins over the command line, which names the claim.
+    EXPECT_EQ(run({"--config-file", cfg, "--cert", "/claim.crt"})->config.str("cert"), "/rt.crt");
 }
 
 TEST_F(Config, RuntimeSectionInTheMainFileIsRead) {
