@@ -11,28 +11,15 @@
 # Exit:   0 installed
 #         1 the package manager failed, or none was found
 #         2 usage error
+#
+# The code is in packages.sh (shared with remove-packages.sh, verify-packages-installed.sh and
+# verify-packages-removed.sh), which must be in the same directory as this file; make install puts
+# it there. This file sets the action and sources packages.sh: sourced, not run, so that $0 (the
+# name in messages), the shell and the process stay this handler's.
 
-me=${0##*/}
-fail() { printf '%s: %s\n' "$me" "$1" >&2; exit "${2:-1}"; }
-
-[ $# -ge 2 ] || fail "usage: $me USER PACKAGE..." 2
-shift
-for p; do
-    case $p in '' | -*) fail "not a package name: '$p'" 2 ;; esac
-done
-
-pm=
-for m in apt-get opkg apk dnf yum; do
-    if command -v "$m" >/dev/null 2>&1; then pm=$m && break; fi
-done
-rc=0
-case $pm in
-apt-get) DEBIAN_FRONTEND=noninteractive apt-get install -y \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" || rc=$? ;;
-opkg) opkg install "$@" || rc=$? ;;
-apk) apk add "$@" || rc=$? ;;
-dnf | yum) "$pm" install -y "$@" || rc=$? ;;
-'') fail "no package manager found (looked for apt-get, opkg, apk, dnf, yum)" ;;
-esac
-[ $rc -eq 0 ] || fail "$pm could not install $* (exit $rc)"
-printf 'installed with %s: %s\n' "$pm" "$*"
+# shellcheck disable=SC2034
+action=install
+case $0 in */*) lib=${0%/*}/packages.sh ;; *) lib=./packages.sh ;; esac
+[ -r "$lib" ] || { printf '%s: cannot read %s\n' "${0##*/}" "$lib" >&2; exit 1; }
+# shellcheck source=/dev/null
+. "$lib"

@@ -14,35 +14,15 @@
 # Exit:   0 all started
 #         1 a start failed, or no way to start the service was found
 #         2 usage error
+#
+# The code is in services.sh (shared with stop-services.sh and restart-services.sh), which must be
+# in the same directory as this file; make install puts it there. This file sets the action and
+# sources services.sh: sourced, not run, so that $0 (the name in messages), the shell and the
+# process stay this handler's.
 
+# shellcheck disable=SC2034
 action=start
-me=${0##*/}
-fail() { printf '%s: %s\n' "$me" "$1" >&2; exit "${2:-1}"; }
-
-# control SERVICE: $action SERVICE with the init system in use.
-control() {
-    if [ "$init" = systemd ]; then systemctl "$action" "$1"
-    elif [ "$init" = openrc ]; then rc-service "$1" "$action"
-    elif [ -x "$initd/$1" ]; then "$initd/$1" "$action"
-    elif command -v service >/dev/null 2>&1; then service "$1" "$action"
-    else fail "cannot $action $1: no $initd/$1 and no service command"
-    fi
-}
-
-[ $# -ge 2 ] || fail "usage: $me USER SERVICE..." 2
-shift
-for svc; do
-    case $svc in '' | -* | */* | . | ..) fail "not a service name: '$svc'" 2 ;; esac
-done
-initd=${IOTBOX_INITD_DIR:-/etc/init.d}
-if [ -d "${IOTBOX_SYSTEMD_DIR:-/run/systemd/system}" ]; then init=systemd
-elif command -v rc-service >/dev/null 2>&1; then init=openrc
-else init=sysv
-fi
-
-for svc; do
-    rc=0
-    control "$svc" || rc=$?
-    [ $rc -eq 0 ] || fail "$action $svc failed ($init, exit $rc)"
-    printf '%s: %s %s done\n' "$init" "$action" "$svc"
-done
+case $0 in */*) lib=${0%/*}/services.sh ;; *) lib=./services.sh ;; esac
+[ -r "$lib" ] || { printf '%s: cannot read %s\n' "${0##*/}" "$lib" >&2; exit 1; }
+# shellcheck source=/dev/null
+. "$lib"

@@ -10,39 +10,15 @@
 # Exit:   0 none installed
 #         1 some are still installed (named on stderr), or no package database tool was found
 #         2 usage error
+#
+# The code is in packages.sh (shared with install-packages.sh, remove-packages.sh and
+# verify-packages-installed.sh), which must be in the same directory as this file; make install
+# puts it there. This file sets the action and sources packages.sh: sourced, not run, so that $0
+# (the name in messages), the shell and the process stay this handler's.
 
-me=${0##*/}
-fail() { printf '%s: %s\n' "$me" "$1" >&2; exit "${2:-1}"; }
-nl='
-'
-
-# installed PACKAGE: true if the package database says PACKAGE is installed. dpkg-query prints
-# one status per architecture; "installed" must be a whole word ("half-installed" is not).
-# shellcheck disable=SC2016
-installed() {
-    case $db in
-    dpkg-query) s=$(dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null) &&
-        case "$nl$s$nl" in *" installed$nl"*) ;; *) false ;; esac ;;
-    opkg) opkg status "$1" 2>/dev/null | grep -q '^Status: .* installed$' ;;
-    apk) apk info -e "$1" >/dev/null 2>&1 ;;
-    rpm) rpm -q "$1" >/dev/null 2>&1 ;;
-    esac
-}
-
-[ $# -ge 2 ] || fail "usage: $me USER PACKAGE..." 2
-shift
-for p; do
-    case $p in '' | -*) fail "not a package name: '$p'" 2 ;; esac
-done
-db=
-for m in dpkg-query opkg apk rpm; do
-    if command -v "$m" >/dev/null 2>&1; then db=$m && break; fi
-done
-[ -n "$db" ] || fail "no package database tool found (looked for dpkg-query, opkg, apk, rpm)"
-
-found=
-for p; do
-    ! installed "$p" || found="$found $p"
-done
-[ -z "$found" ] || fail "still installed:$found"
-printf 'not installed: %s\n' "$*"
+# shellcheck disable=SC2034
+action=verify-removed
+case $0 in */*) lib=${0%/*}/packages.sh ;; *) lib=./packages.sh ;; esac
+[ -r "$lib" ] || { printf '%s: cannot read %s\n' "${0##*/}" "$lib" >&2; exit 1; }
+# shellcheck source=/dev/null
+. "$lib"

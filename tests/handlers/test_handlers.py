@@ -28,6 +28,10 @@ TOOLS = ['chmod', 'df', 'grep', 'mkdir', 'mktemp', 'mv', 'rm', 'setsid', 'sha256
 EXPECTED = ['download-file.sh', 'health-check.sh', 'install-packages.sh', 'reboot.sh',
             'remove-packages.sh', 'restart-services.sh', 'shutdown.sh', 'start-services.sh',
             'stop-services.sh', 'verify-packages-installed.sh', 'verify-packages-removed.sh']
+# Not handlers: the code the package and the service handlers source, installed beside them.
+SHARED = {'packages.sh': ['install-packages.sh', 'remove-packages.sh',
+                          'verify-packages-installed.sh', 'verify-packages-removed.sh'],
+          'services.sh': ['start-services.sh', 'stop-services.sh', 'restart-services.sh']}
 
 
 class Box:
@@ -51,18 +55,20 @@ class Box:
     def link(self, name, target):
         (self.bin / name).symlink_to(target)
 
-    def stub(self, name, status=0, body='', where=None):
-        """A command that appends "name args..." to calls.log, runs body, exits with status."""
+    def stub(self, name, status=0, body='', where=None, first=''):
+        """A command that runs first, appends "name args..." to calls.log, runs body, exits with
+        status."""
         path = (where or self.bin) / name
         path.write_text(
-            '#!/bin/sh\nPATH=/usr/bin:/bin\n'
+            f'#!/bin/sh\nPATH=/usr/bin:/bin\n{first}\n'
             f'line="{name}"; for a; do line="$line $a"; done; printf "%s\\n" "$line" >>"{self.log}"\n'
             f'{body}\nexit {status}\n')
         path.chmod(0o755)
         return path
 
     def stub_recording_session(self, name):
-        return self.stub(name, body=f'cut -d" " -f6 /proc/$$/stat >>"{self.sids}"')
+        # The session is recorded before the call, so that it is there once wait_calls sees it.
+        return self.stub(name, first=f'cut -d" " -f6 /proc/$$/stat >>"{self.sids}"')
 
     def systemd(self):
         (self.root / 'systemd').mkdir()
@@ -101,7 +107,7 @@ def one_line(text):
 # ---- all handlers ----------------------------------------------------------------------------
 
 def test_every_handler_is_there_executable_with_a_header():
-    assert sorted(p.name for p in HANDLERS.iterdir()) == EXPECTED
+    assert sorted(p.name for p in HANDLERS.iterdir()) == sorted(EXPECTED + list(SHARED))
     for p in HANDLERS.iterdir():
         # git keeps only the executable bit; the install step makes them 0700 (checked by iotd).
         assert p.stat().st_mode & stat.S_IXUSR, p.name
@@ -122,6 +128,79 @@ def test_missing_arguments_are_a_usage_error(box, handler):
     out = box.run(handler)
     assert out.returncode == 2
     assert 'usage: ' + handler in one_line(out.stderr)
+
+
+# ---- the shared code (packages.sh, services.sh) ---------------------------------------------
+
+def run_path(box, path, *args, cwd=None):
+    return subprocess.run(box.shell + [str(path), *args], cwd=cwd or box.root, env=box.env,
+                          capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def installed(box):
+    """The handlers installed as make install does, into a 0700 directory, as iotd wants it."""
+    jobs = box.root / 'jobs'
+    jobs.mkdir(mode=0o700)
+    subprocess.run(['install', '-m', '0700', *sorted(map(str, HANDLERS.glob('*.sh'))), str(jobs)],
+                   check=True)
+    box.stub('apk')
+    box.stub('rc-service')
+    return jobs
+
+
+WRAPPED = [(h, lib) for lib, handlers in SHARED.items() for h in handlers]
+EXPECTED_CALLS = {'install-packages.sh': 'apk add a', 'remove-packages.sh': 'apk del a',
+                  'verify-packages-installed.sh': 'apk info -e a',
+                  'verify-packages-removed.sh': 'apk info -e a',
+                  'start-services.sh': 'rc-service a start', 'stop-services.sh': 'rc-service a stop',
+                  'restart-services.sh': 'rc-service a restart'}
+
+
+def test_the_shared_code_is_installed_0700_with_the_handlers(installed):
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in installed.iterdir()}
+    assert modes == {name: 0o700 for name in EXPECTED + list(SHARED)}
+
+
+@pytest.mark.parametrize('handler, lib', WRAPPED)
+def test_each_handler_works_from_the_handler_directory(box, installed, handler, lib):
+    out = run_path(box, installed / handler, '', 'a')
+    # verify-packages-removed.sh fails on purpose: the apk stub says a is installed.
+    assert out.returncode == (1 if handler == 'verify-packages-removed.sh' else 0), out.stderr
+    assert box.calls() == [EXPECTED_CALLS[handler]]
+    # Called by a relative name ($0 without a slash), through a symlink and under another name.
+    (installed / 'link.sh').symlink_to(handler)
+    shutil.copy2(installed / handler, installed / 'renamed.sh')
+    for path, cwd in [(handler, installed), ('./' + handler, installed),
+                      (installed / 'link.sh', None), (installed / 'renamed.sh', None)]:
+        again = run_path(box, path, '', 'a', cwd=cwd)
+        assert (again.returncode, again.stdout, again.stderr) == \
+            (out.returncode, out.stdout, out.stderr.replace(handler, Path(path).name))
+    usage = run_path(box, installed / 'renamed.sh', '')
+    assert usage.returncode == 2 and 'usage: renamed.sh USER ' in one_line(usage.stderr)
+    assert len(box.calls()) == 5
+
+
+@pytest.mark.parametrize('handler, lib', WRAPPED)
+def test_a_handler_copied_without_the_shared_code_says_so(box, handler, lib):
+    alone = box.root / 'alone'
+    alone.mkdir()
+    shutil.copy2(HANDLERS / handler, alone)
+    out = run_path(box, alone / handler, '', 'a')
+    assert out.returncode == 1
+    assert one_line(out.stderr) == f'{handler}: cannot read {alone}/{lib}\n'
+    assert box.calls() == []
+
+
+@pytest.mark.parametrize('lib', list(SHARED))
+def test_the_shared_code_run_as_a_handler_refuses(box, lib):
+    box.stub('apk')
+    box.stub('rc-service')
+    for args in [(), ('', 'a'), ('restart', 'a')]:
+        out = run_path(box, HANDLERS / lib, *args)
+        assert out.returncode == 2
+        assert one_line(out.stderr).startswith(f'{lib}: not a handler: ')
+    assert box.calls() == []
 
 
 # ---- download-file.sh ------------------------------------------------------------------------
