@@ -40,3 +40,30 @@ def test_iotd_provisions_first_then_rotates_on_the_cloud_alert(iotbox, broker, c
     d2.wait_for('connected to localhost', timeout=15)
     assert 'provisioned as' not in d2.output()
     assert d2.stop() == 0
+
+
+def test_iotd_rotates_before_expiry_without_an_alert(iotbox, broker, cloud, workdir, daemons):
+    create_template(cloud, name=TEMPLATE, parameters=['ThingName'], thing_name='ThingName', policy='thing-rotation')
+    claim = cloud.cmd('claim_certificate', template=TEMPLATE)
+    env = dict(os.environ, HOME=workdir)
+    env.pop('IOTBOX_CONFIG', None)
+    args = [iotbox, 'iotd', '--enable-fleet-provisioning', 'true', '--endpoint', 'localhost',
+            '--port', str(broker.port), '--cert', claim['cert'], '--key', claim['key'], '--root-ca', broker.ca,
+            '--thing-name', 'fp-dev-2', '--fleet-provisioning-template-name', TEMPLATE,
+            '--fleet-provisioning-template-parameters', json.dumps({'ThingName': 'fp-dev-2'}),
+            '--enable-jobs', 'false', '--enable-tunneling', 'false',
+            '--lock-file', os.path.join(workdir, 'lock')]
+    d = daemons(args, os.path.join(workdir, 'iotd.out'), env=env)
+    d.wait_for('provisioned as fp-dev-2', timeout=30)
+    d.wait_for('online', timeout=15)
+    _, first_id = check_provisioned(workdir, 'fp-dev-2', cloud)
+    assert 'rotating' not in d.output(), 'no rotation without a reason'
+    assert d.stop() == 0
+    # The issued certificates are valid for about a year: "expires within 3650 days" is now.
+    d2 = daemons(args + ['--fleet-provisioning-rotate-before-days', '3650'], os.path.join(workdir, 'iotd2.out'),
+                 env=env)
+    d2.wait_for('new identity', timeout=30)
+    _, second_id = check_provisioned(workdir, 'fp-dev-2', cloud)
+    assert second_id != first_id
+    d2.wait_for('online', count=2, timeout=30)
+    assert d2.stop() == 0
