@@ -2,9 +2,12 @@
 // IoT Device Client config. Every setting, its flag, type, default, help and mode rule comes from
 // the key table (lib/config/keys.def); this file only decides what to ask, check and report.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -41,7 +44,10 @@ struct Options {
     bool no_prompt = false;
     bool sources = false;
     bool connect = false;
+    bool json = false;
+    bool show_secret = false;
     long long timeout_s = 10;
+    std::vector<std::string> positional;   // get/set/unset: KEY [VALUE]; import: [FILE]
     std::vector<const char*> config_args;  // everything else goes to the config loader
 };
 
@@ -52,10 +58,41 @@ struct OwnOption {
     const char* commands;  // space-separated
 };
 const OwnOption kOwnOptions[] = {
-    {"--output", true, "init convert"}, {"--force", false, "init convert"}, {"--no-prompt", false, "init"},
-    {"--sources", false, "show"},       {"--connect", false, "check"},      {"--timeout", true, "check"},
-    {"--from", true, "convert"},
+    {"--output", true, "init import convert export-default"},
+    {"--force", false, "init import convert export-default"},
+    {"--no-prompt", false, "init"},
+    {"--sources", false, "show"},
+    {"--json", false, "show"},
+    {"--connect", false, "check"},
+    {"--online", false, "check"},
+    {"--timeout", true, "check"},
+    {"--from", true, "import convert"},
+    {"--show-secret", false, "get"},
 };
+
+// The subcommands, and how many arguments that are not options each takes.
+struct Command {
+    const char* name;
+    size_t min_args, max_args;
+    const char* usage;
+};
+const Command kCommands[] = {
+    {"init", 0, 0, "init"},
+    {"show", 0, 0, "show"},
+    {"check", 0, 0, "check"},
+    {"get", 1, 1, "get KEY"},
+    {"set", 2, 2, "set KEY VALUE"},
+    {"unset", 1, 1, "unset KEY"},
+    {"import", 0, 1, "import [FILE]"},
+    {"convert", 0, 1, "convert [FILE]"},  // the first name of import
+    {"export-default", 0, 0, "export-default"},
+};
+
+const Command* find_command(const std::string& name) {
+    for (const Command& c : kCommands)
+        if (name == c.name) return &c;
+    return nullptr;
+}
 
 // "2026-11-22 13:50 UTC"
 std::string date_of(int64_t epoch_s) {
@@ -71,6 +108,16 @@ const config::Key& key_of(const char* name) {
 // "--port", "default".
 std::string origin(const Config::Value& v) {
     return v.file.empty() ? v.source : format("%s:%d", v.source.c_str(), v.line);
+}
+
+// The value at dotted `name` in a parsed file, or nullptr.
+const cJSON* at_path(const cJSON* root, const std::string& name) {
+    const cJSON* node = root;
+    for (const std::string& part : iot::split(name, '.')) {
+        if (!cJSON_IsObject(node)) return nullptr;
+        node = iot::json::get(node, part.c_str());
+    }
+    return node;
 }
 
 // ---------------------------------------------------------------- checks shared by init and check
@@ -197,7 +244,7 @@ iot::Status make_dir(const std::string& dir, mode_t mode, std::vector<std::strin
 void print_next_steps(const std::string& output) {
     printf(
         "\nNext steps:\n"
-        "  iot-config check --config-file %s --connect\n"
+        "  iot-config check --config-file %s --online\n"
         "      checks files, modes and certificates, then connects once\n"
         "  make install INIT=systemd          (in the iotbox sources; INIT=sysvinit or INIT=openrc)\n"
         "      installs iotd and its service file, then start it:\n"
@@ -292,6 +339,27 @@ int run_show(const Options& o) {
     if (!loaded) return iot::fail(kName, iot::kExitUsage, "%s", loaded.error().c_str());
     for (const auto& w : loaded->warnings) fprintf(stderr, "%s: warning: %s\n", kName, w.c_str());
     const Config& cfg = loaded->config;
+    if (o.json) {
+        // {"logging.level": {"value": "INFO", "source": "file /etc/iotbox/iotbox.conf:7"}, ...}, the
+        // values as export_json writes them (secrets "***"), JsonText as the object it holds.
+        auto nested = iot::json::parse(config::export_json(cfg));
+        iot::json::Json out = iot::json::make_object();
+        for (const config::Key& k : config::keys()) {
+            if ((k.flags & config::kAction) || !cfg.has(k.name)) continue;
+            const cJSON* value = nested ? at_path(nested->get(), k.name) : nullptr;
+            iot::json::Json parsed;
+            if (k.type == config::Type::JsonText && !(k.flags & config::kSecret)) parsed = cfg.json_value(k.name);
+            cJSON* entry = cJSON_CreateObject();
+            cJSON_AddItemToObject(entry, "value",
+                                  parsed  ? parsed.release()
+                                  : value ? cJSON_Duplicate(value, true)
+                                          : cJSON_CreateNull());
+            iot::json::set(entry, "source", origin(*cfg.value(k.name)));
+            cJSON_AddItemToObject(out.get(), k.name, entry);
+        }
+        printf("%s\n", iot::json::print(out.get(), true).c_str());
+        return iot::kExitOk;
+    }
     if (!o.sources) {
         printf("%s", config::export_json(cfg).c_str());
         return iot::kExitOk;
@@ -455,7 +523,7 @@ int run_check(const Options& o) {
         if (!required)
             r.fail("connection: not tried, required settings are missing");
         else if (secure_element)
-            r.warn("connection: not tried, the secure element is not supported by --connect");
+            r.warn("connection: not tried, the secure element is not supported by --online");
         else
             check_connection(cfg, o.timeout_s, r);
     }
@@ -463,16 +531,6 @@ int run_check(const Options& o) {
 }
 
 // ---------------------------------------------------------------- convert
-
-// The value at dotted `name` in a parsed file, or nullptr.
-const cJSON* at_path(const cJSON* root, const std::string& name) {
-    const cJSON* node = root;
-    for (const std::string& part : iot::split(name, '.')) {
-        if (!cJSON_IsObject(node)) return nullptr;
-        node = iot::json::get(node, part.c_str());
-    }
-    return node;
-}
 
 std::string shown(const config::Key& k, const cJSON* item) {
     if (k.flags & config::kSecret) return "\"***\"";
@@ -496,8 +554,8 @@ int run_convert(const Options& o) {
     std::string from = iot::fs::expand_home(o.from.empty() ? kDeviceClientConfig : o.from);
     std::string output = o.output.empty() ? kSystemConfig : o.output;
     if (!iot::fs::exists(from))
-        return iot::fail(kName, iot::kExitUsage, "no Device Client config at %s (give its path with --from FILE)",
-                         from.c_str());
+        return iot::fail(kName, iot::kExitUsage,
+                         "no Device Client config at %s (give its path: iot-config import FILE)", from.c_str());
     if (iot::fs::exists(output) && !o.force)
         return iot::fail(kName, iot::kExitFailed, "%s exists; not replacing it (use --force to overwrite)",
                          output.c_str());
@@ -564,7 +622,7 @@ int run_convert(const Options& o) {
     auto before_text = iot::fs::read_file(from, 1024 * 1024);
     auto before = iot::json::parse(before_text ? *before_text : "{}");
     auto after = iot::json::parse(text);
-    std::vector<std::string> changes;
+    std::vector<std::string> changes, dropped;
     for (const config::Key& k : config::keys()) {
         if (k.where != config::Where::Main && k.where != config::Where::Runtime) continue;
         const cJSON* b = before ? at_path(before->get(), k.name) : nullptr;
@@ -578,24 +636,307 @@ int run_convert(const Options& o) {
         else if (a)
             changes.push_back(format("%s: %s added%s", k.name, shown(k, a).c_str(), why_changed(k, b, v).c_str()));
         else if (k.where == config::Where::Runtime)
-            changes.push_back(format("%s: left out (fleet provisioning state; %s)", k.name,
+            dropped.push_back(format("%s: left out (fleet provisioning state; %s)", k.name,
                                      completed ? "its values are now in place" : "iotbox reads the runtime file"));
         else if (cJSON_IsString(b) && iot::starts_with(b->valuestring, kPlaceholder))
-            changes.push_back(format("%s: %s left out (template placeholder of a setting that is not used)", k.name,
+            dropped.push_back(format("%s: %s left out (template placeholder of a setting that is not used)", k.name,
                                      shown(k, b).c_str()));
         else if (cJSON_IsNull(b) || (cJSON_IsString(b) && !*b->valuestring))
-            changes.push_back(format("%s: empty value left out", k.name));
+            dropped.push_back(format("%s: empty value left out", k.name));
         else
-            changes.push_back(format("%s: %s left out", k.name, shown(k, b).c_str()));
+            dropped.push_back(format("%s: %s left out", k.name, shown(k, b).c_str()));
+    }
+    // What the loader could not place: names iotbox does not know, settings of another file.
+    std::vector<std::string> other_notes;
+    for (const auto& n : notes) {
+        if (n.find(": unknown key '") != std::string::npos || n.find(" belongs in ") != std::string::npos)
+            dropped.push_back(n);
+        else
+            other_notes.push_back(n);
     }
     printf("Converted %s\n     into %s (mode 0640).\n", from.c_str(), output.c_str());
-    if (changes.empty())
+    if (changes.empty() && dropped.empty())
         printf("No changes: the file was already valid for iotbox as it is.\n");
-    else
-        printf("Changes:\n");
+    if (!changes.empty()) printf("Changes:\n");
     for (const auto& c : changes) printf("  %s\n", c.c_str());
-    for (const auto& n : notes) printf("Note: %s\n", n.c_str());
-    printf("Next: iot-config check --config-file %s --connect\n", output.c_str());
+    if (!dropped.empty()) printf("Not carried over:\n");
+    for (const auto& d : dropped) printf("  %s\n", d.c_str());
+    for (const auto& n : other_notes) printf("Note: %s\n", n.c_str());
+    printf("Next: iot-config check --config-file %s --online\n", output.c_str());
+    return iot::kExitOk;
+}
+
+// ---------------------------------------------------------------- export-default
+
+int run_export_default(const Options& o) {
+    if (!o.config_args.empty())
+        return iot::fail(kName, iot::kExitUsage, "export-default takes no config options (got %s)", o.config_args[0]);
+    std::string text = config::export_defaults();
+    if (o.output.empty()) {
+        fputs(text.c_str(), stdout);
+        return iot::kExitOk;
+    }
+    if (iot::fs::exists(o.output) && !o.force)
+        return iot::fail(kName, iot::kExitFailed, "%s exists; not replacing it (use --force to overwrite)",
+                         o.output.c_str());
+    iot::Status st = iot::fs::make_dirs(iot::fs::dirname(o.output), 0755);
+    if (st) st = iot::fs::write_atomic(o.output, text, 0640);
+    if (!st) return iot::fail(kName, iot::kExitFailed, "%s", st.error().c_str());
+    printf("Wrote %s (mode 0640): every config-file setting at its default, \"\" where there is none.\n"
+           "Fill in endpoint, cert, key, root-ca and thing-name, then: iot-config check --config-file %s\n",
+           o.output.c_str(), o.output.c_str());
+    return iot::kExitOk;
+}
+
+// ---------------------------------------------------------------- get, set, unset
+
+// The setting named on the command line; nullptr (the error printed) when there is none.
+const config::Key* setting(const std::string& name) {
+    const config::Key* k = config::find_key(name);
+    if (k && !(k->flags & config::kAction)) return k;
+    std::string hint = " (iotd --help lists every setting)";
+    std::string close = config::closest_key(name);
+    for (const config::Key& other : config::keys()) {
+        if (!iot::starts_with(other.name, name + ".")) continue;
+        hint = format(" ('%s' is a section: name one of its settings, such as '%s')", name.c_str(), other.name);
+        close.clear();
+        break;
+    }
+    if (!close.empty()) hint = format(" (did you mean '%s'?)", close.c_str());
+    iot::fail(kName, iot::kExitUsage, "unknown key '%s'%s", name.c_str(), hint.c_str());
+    return nullptr;
+}
+
+// set and unset edit the config file only: refuse settings that are given somewhere else.
+bool lives_in_config_file(const config::Key& k) {
+    if (k.where == config::Where::Main) return true;
+    std::string detail;
+    if (k.where == config::Where::Runtime) {
+        detail = " of the runtime file (--runtime-config-file), which fleet provisioning writes";
+    } else if (k.where == config::Where::Proxy) {
+        detail = format(", default %s", key_of("http-proxy-config").def);
+    } else {
+        std::vector<std::string> ways;
+        if (k.flag) ways.push_back(k.flag);
+        if (!config::env_name(k).empty()) ways.push_back("env " + config::env_name(k));
+        if (k.env) ways.push_back(format("env %s", k.env));
+        detail = ": " + iot::join(ways, ", ");
+    }
+    iot::fail(kName, iot::kExitUsage, "%s is not a setting of the config file: it belongs in %s%s", k.name,
+              config::home_of(k.where), detail.c_str());
+    return false;
+}
+
+std::string shown_value(const config::Key& k, const Config::Value& v) {
+    return (k.flags & config::kSecret) ? "***" : v.text;
+}
+
+int run_get(const Options& o) {
+    const config::Key* k = setting(o.positional[0]);
+    if (!k) return iot::kExitUsage;
+    auto loaded = config::load(static_cast<int>(o.config_args.size()), o.config_args.data());
+    if (!loaded) {
+        for (const auto& e : iot::split(loaded.error(), '\n')) fprintf(stderr, "%s: %s\n", kName, e.c_str());
+        return iot::kExitUsage;
+    }
+    const Config::Value& v = *loaded->config.value(k->name);
+    if (!v.present) {
+        fprintf(stderr, "%s: %s is not set\n", kName, k->name);
+        return iot::kExitFailed;
+    }
+    if ((k->flags & config::kSecret) && !o.show_secret) {
+        printf("***\n");
+        fprintf(stderr, "%s: %s is a secret (set by %s); add --show-secret to print it\n", kName, k->name,
+                origin(v).c_str());
+        return iot::kExitOk;
+    }
+    printf("%s\n", v.text.c_str());
+    return iot::kExitOk;
+}
+
+// The config file set and unset edit, parsed: the one the loader reads (--config-file, the
+// environment, else the first default that exists), or a new one at the system path. A symbolic
+// link is followed, so the link stays a link.
+struct ConfigFile {
+    std::string path;
+    bool exists = false;
+    struct stat st {};
+    std::string text;
+    iot::json::Json doc;
+};
+
+iot::Result<ConfigFile> open_config_file(const Options& o) {
+    auto path = config::config_file_path(static_cast<int>(o.config_args.size()), o.config_args.data());
+    if (!path) return path.err();
+    ConfigFile f;
+    f.path = path->empty() ? kSystemConfig : *path;
+    f.exists = ::stat(f.path.c_str(), &f.st) == 0;
+    if (!f.exists) {
+        f.doc = iot::json::make_object();
+        return f;
+    }
+    char real[PATH_MAX];
+    if (::realpath(f.path.c_str(), real)) f.path = real;
+    auto text = iot::fs::read_file(f.path, 1024 * 1024);
+    if (!text) return text.err();
+    f.text = *text;
+    auto doc = iot::json::parse(f.text);
+    if (!doc)
+        return iot::Error(format("%s: %s; not changed (fix it by hand first)", f.path.c_str(), doc.error().c_str()));
+    if (!cJSON_IsObject(doc->get()))
+        return iot::Error(format("%s: expected a JSON object at the top level, got %s; not changed", f.path.c_str(),
+                                 iot::json::type_name(doc->get())));
+    f.doc = doc.take();
+    // Written as someone else, the file would change owner: only its owner or root edits it.
+    if (::geteuid() != 0 && f.st.st_uid != ::geteuid())
+        return iot::Error(format("%s belongs to uid %u; edit it as that user or as root (its owner would change)",
+                                 f.path.c_str(), static_cast<unsigned>(f.st.st_uid)));
+    return f;
+}
+
+// Atomically, with the mode and owner the file had (a new file: 0640, like init).
+iot::Status save(const ConfigFile& f) {
+    std::string text = iot::json::print(f.doc.get(), true) + "\n";
+    mode_t mode = f.exists ? (f.st.st_mode & 07777) : 0640;
+    if (!f.exists) {
+        iot::Status st = iot::fs::make_dirs(iot::fs::dirname(f.path), 0755);
+        if (!st) return st;
+    }
+    iot::Status st = iot::fs::write_atomic(f.path, text, mode);
+    if (!st) return st;
+    struct stat now {};
+    if (::stat(f.path.c_str(), &now) != 0) return iot::Error(format("%s: %s", f.path.c_str(), strerror(errno)));
+    // A umask stricter than the old mode.
+    if ((now.st_mode & 07777) != mode && ::chmod(f.path.c_str(), mode) != 0)
+        return iot::Error(format("%s: written, but chmod %04o failed: %s", f.path.c_str(),
+                                 static_cast<unsigned>(mode), strerror(errno)));
+    // The new file belongs to whoever wrote it: give it back (root editing a root:iotbox file).
+    if (f.exists && (now.st_uid != f.st.st_uid || now.st_gid != f.st.st_gid) &&
+        ::chown(f.path.c_str(), f.st.st_uid, f.st.st_gid) != 0)
+        return iot::Error(format("%s: written, but could not give it back to uid %u gid %u: %s", f.path.c_str(),
+                                 static_cast<unsigned>(f.st.st_uid), static_cast<unsigned>(f.st.st_gid),
+                                 strerror(errno)));
+    return {};
+}
+
+// The object holding the last part of `parts`; created on the way when `create`, else nullptr
+// when absent. A part on the way that is not an object is an error: it is the person's to fix.
+iot::Result<cJSON*> parent_object(const ConfigFile& f, const std::vector<std::string>& parts, bool create) {
+    cJSON* node = f.doc.get();
+    std::string so_far;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        so_far += (i ? "." : "") + parts[i];
+        cJSON* child = cJSON_GetObjectItemCaseSensitive(node, parts[i].c_str());
+        if (!child) {
+            if (!create) return static_cast<cJSON*>(nullptr);
+            child = cJSON_CreateObject();
+            cJSON_AddItemToObject(node, parts[i].c_str(), child);
+        } else if (!cJSON_IsObject(child)) {
+            return iot::Error(format("%s:%d: %s is %s, not an object; not changed (fix it by hand first)",
+                                     f.path.c_str(), iot::json::line_of(f.text, so_far), so_far.c_str(),
+                                     iot::json::type_name(child)));
+        }
+        node = child;
+    }
+    return node;
+}
+
+// Removes every member `name` of `object` after `from` (a key written twice: the loader reads the last).
+void remove_later_duplicates(cJSON* object, cJSON* from, const char* name) {
+    for (cJSON* item = from->next; item;) {
+        cJSON* next = item->next;
+        if (item->string && strcmp(item->string, name) == 0) cJSON_Delete(cJSON_DetachItemViaPointer(object, item));
+        item = next;
+    }
+}
+
+// A value in the form the config file holds it: what export_json writes for its type (numbers and
+// booleans bare, JsonText as the Device Client's escaped string).
+iot::json::Json file_form(const config::Key& k, const Config::Value& v) {
+    Config one;
+    for (const config::Key& other : config::keys()) *one.value_mut(other.name) = Config::Value{};
+    *one.value_mut(k.name) = v;
+    auto doc = iot::json::parse(config::export_json(one, true));
+    if (!doc) return nullptr;
+    const cJSON* item = at_path(doc->get(), k.name);
+    return iot::json::Json(item ? cJSON_Duplicate(item, true) : nullptr);
+}
+
+// After an edit: whether the file still loads, and what the setting's value is now and from where.
+void report_effect(const Options& o, const config::Key& k) {
+    auto loaded = config::load(static_cast<int>(o.config_args.size()), o.config_args.data());
+    if (!loaded) {
+        fprintf(stderr, "%s: warning: the configuration does not load yet:\n", kName);
+        for (const auto& e : iot::split(loaded.error(), '\n')) fprintf(stderr, "  %s\n", e.c_str());
+        return;
+    }
+    const Config::Value& v = *loaded->config.value(k.name);
+    if (!v.present)
+        printf("%s is now unset\n", k.name);
+    else if (v.source == "default")
+        printf("%s is now %s (the default)\n", k.name, shown_value(k, v).c_str());
+    else if (!iot::starts_with(v.source, "file "))
+        printf("%s is %s from %s, which overrides the config file\n", k.name, shown_value(k, v).c_str(),
+               origin(v).c_str());
+}
+
+int run_set(const Options& o) {
+    const config::Key* k = setting(o.positional[0]);
+    if (!k || !lives_in_config_file(*k)) return iot::kExitUsage;
+    std::vector<std::string> notes;
+    auto value = config::parse_value(*k, o.positional[1], &notes);
+    if (!value) return iot::fail(kName, iot::kExitUsage, "%s: %s", k->name, value.error().c_str());
+    auto f = open_config_file(o);
+    if (!f) return iot::fail(kName, iot::kExitUsage, "%s", f.error().c_str());
+    std::vector<std::string> parts = iot::split(k->name, '.');
+    auto parent = parent_object(*f, parts, true);
+    if (!parent) return iot::fail(kName, iot::kExitUsage, "%s", parent.error().c_str());
+    iot::json::Json item = file_form(*k, *value);
+    if (!item) return iot::fail(kName, iot::kExitFailed, "%s: cannot be written as JSON", k->name);
+    const char* leaf = parts.back().c_str();
+    cJSON* old = cJSON_GetObjectItemCaseSensitive(*parent, leaf);
+    cJSON* added = item.release();
+    if (old) {
+        cJSON_ReplaceItemViaPointer(*parent, old, added);
+        remove_later_duplicates(*parent, added, leaf);
+    } else {
+        cJSON_AddItemToObject(*parent, leaf, added);
+    }
+    iot::Status st = save(*f);
+    if (!st) return iot::fail(kName, iot::kExitFailed, "%s", st.error().c_str());
+    for (const auto& n : notes) fprintf(stderr, "%s: warning: %s: %s\n", kName, k->name, n.c_str());
+    printf("%s %s: %s = %s\n", f->exists ? "Changed" : "Created", f->path.c_str(), k->name,
+           shown_value(*k, *value).c_str());
+    report_effect(o, *k);
+    return iot::kExitOk;
+}
+
+int run_unset(const Options& o) {
+    const config::Key* k = setting(o.positional[0]);
+    if (!k || !lives_in_config_file(*k)) return iot::kExitUsage;
+    auto f = open_config_file(o);
+    if (!f) return iot::fail(kName, iot::kExitUsage, "%s", f.error().c_str());
+    std::vector<std::string> parts = iot::split(k->name, '.');
+    auto parent = parent_object(*f, parts, false);
+    if (!parent) return iot::fail(kName, iot::kExitUsage, "%s", parent.error().c_str());
+    if (!f->exists || !*parent || !cJSON_GetObjectItemCaseSensitive(*parent, parts.back().c_str())) {
+        printf("%s is not in %s; nothing to change\n", k->name, f->exists ? f->path.c_str() : "any config file");
+        return iot::kExitOk;
+    }
+    while (cJSON_GetObjectItemCaseSensitive(*parent, parts.back().c_str()))
+        cJSON_DeleteItemFromObjectCaseSensitive(*parent, parts.back().c_str());
+    // Sections left empty go too ("logging": {} after unsetting its only setting).
+    for (size_t depth = parts.size() - 1; depth > 0; --depth) {
+        std::vector<std::string> section(parts.begin(), parts.begin() + static_cast<long>(depth));
+        auto holder = parent_object(*f, section, false);
+        cJSON* obj = holder && *holder ? cJSON_GetObjectItemCaseSensitive(*holder, section.back().c_str()) : nullptr;
+        if (!cJSON_IsObject(obj) || obj->child) break;
+        cJSON_DeleteItemFromObjectCaseSensitive(*holder, section.back().c_str());
+    }
+    iot::Status st = save(*f);
+    if (!st) return iot::fail(kName, iot::kExitFailed, "%s", st.error().c_str());
+    printf("Removed %s from %s\n", k->name, f->path.c_str());
+    report_effect(o, *k);
     return iot::kExitOk;
 }
 
@@ -609,8 +950,19 @@ bool takes(const OwnOption& opt, const std::string& command) {
 
 // Returns an exit code when parsing ends the run (an error), -1 to go on.
 int parse_options(int argc, char** argv, Options& o) {
+    const Command& command = *find_command(o.command);
+    bool options_done = false;
     for (int i = 2; i < argc; ++i) {
         std::string arg = argv[i];
+        // KEY, VALUE, FILE: anything not an option (a VALUE may be "-5"); all after "--".
+        if (command.max_args > 0 && !options_done && arg == "--") {
+            options_done = true;
+            continue;
+        }
+        if (command.max_args > 0 && (options_done || !iot::starts_with(arg, "--"))) {
+            o.positional.push_back(arg);
+            continue;
+        }
         size_t eq = arg.find('=');
         std::string flag = arg.substr(0, eq);
         const OwnOption* own = nullptr;
@@ -647,8 +999,12 @@ int parse_options(int argc, char** argv, Options& o) {
             o.no_prompt = true;
         else if (flag == "--sources")
             o.sources = true;
-        else if (flag == "--connect")
+        else if (flag == "--connect" || flag == "--online")
             o.connect = true;
+        else if (flag == "--json")
+            o.json = true;
+        else if (flag == "--show-secret")
+            o.show_secret = true;
         else if (flag == "--timeout") {
             auto n = iot::parse_int(value);
             if (!n || *n < 1 || *n > 600)
@@ -657,6 +1013,13 @@ int parse_options(int argc, char** argv, Options& o) {
             o.timeout_s = *n;
         }
     }
+    if (o.positional.size() < command.min_args || o.positional.size() > command.max_args)
+        return iot::fail(kName, iot::kExitUsage, "usage: iot-config %s (see iot-config --help)", command.usage);
+    if (!o.positional.empty() && (o.command == "import" || o.command == "convert")) {
+        if (!o.from.empty())
+            return iot::fail(kName, iot::kExitUsage, "give the file to import once: as FILE or with --from");
+        o.from = o.positional[0];
+    }
     return -1;
 }
 }  // namespace
@@ -664,9 +1027,13 @@ int parse_options(int argc, char** argv, Options& o) {
 void iot_config_help() {
     printf(
         "Usage: iot-config init [--output FILE] [--force] [--no-prompt] [CONFIG OPTIONS]\n"
-        "       iot-config show [--sources] [CONFIG OPTIONS]\n"
-        "       iot-config check [--connect] [--timeout SECONDS] [CONFIG OPTIONS]\n"
-        "       iot-config convert [--from FILE] [--output FILE] [--force] [CONFIG OPTIONS]\n\n"
+        "       iot-config show [--sources | --json] [CONFIG OPTIONS]\n"
+        "       iot-config check [--online] [--timeout SECONDS] [CONFIG OPTIONS]\n"
+        "       iot-config get KEY [--show-secret] [CONFIG OPTIONS]\n"
+        "       iot-config set KEY VALUE [--config-file FILE]\n"
+        "       iot-config unset KEY [--config-file FILE]\n"
+        "       iot-config import [FILE] [--output FILE] [--force] [CONFIG OPTIONS]\n"
+        "       iot-config export-default [--output FILE] [--force]\n\n"
         "init     writes a working config file (default %s, mode 0640). On a terminal it asks\n"
         "         for the endpoint, thing name, certificate, key, root CA, port and features, and asks\n"
         "         again when an answer does not check out; otherwise (or with --no-prompt) everything\n"
@@ -677,21 +1044,34 @@ void iot_config_help() {
         "         (0700). An existing file is kept unless --force.\n"
         "show     the effective configuration (defaults < config file < runtime file < environment <\n"
         "         command line) as JSON, secrets as \"***\"; --sources lists each setting with its\n"
-        "         value and where it came from (file:line, env, flag or default).\n"
+        "         value and where it came from (file:line, env, flag or default); --json gives both as\n"
+        "         JSON: {\"KEY\": {\"value\": VALUE, \"source\": \"file PATH:LINE\"}, ...}.\n"
         "check    loads the configuration and checks it: required settings, file modes, the\n"
         "         certificate (readable, dates; a warning 30 days before it expires), that the key\n"
-        "         belongs to it, the root CA. --connect also connects once (TLS and MQTT, client id\n"
-        "         = thing name, within --timeout, default 10 s) and disconnects. One line per check:\n"
-        "         OK, WARN or FAIL.\n"
-        "convert  reads an AWS IoT Device Client config (default %s)\n"
+        "         belongs to it, the root CA. --online (or --connect) also connects once (TLS and MQTT,\n"
+        "         client id = thing name, within --timeout, default 10 s) and disconnects. One line per\n"
+        "         check: OK, WARN or FAIL.\n"
+        "get      prints the effective value of KEY (a dotted name: logging.level); exit 1 when it is\n"
+        "         not set. A secret prints as *** unless --show-secret.\n"
+        "set      writes KEY = VALUE into the config file (the one the configuration is read from, or\n"
+        "unset    --config-file; a new one at %s if there is none), or removes KEY from it.\n"
+        "         VALUE is checked by the key's type (true/false, a number in range, one of the choices,\n"
+        "         a JSON object). The file is replaced atomically, stays valid JSON and keeps its mode and\n"
+        "         owner; sections are created as needed. Settings of the runtime or HTTP proxy file and\n"
+        "         command-line-only settings are refused, naming where they belong.\n"
+        "import   reads an AWS IoT Device Client config (default %s)\n"
         "         with its runtime file (fleet provisioning) and writes an iotbox config (default\n"
         "         %s): booleans and numbers given as strings normalised, template placeholders\n"
         "         refused where used and dropped where not, provisioned cert, key and thing name moved\n"
-        "         into place. Prints what changed.\n\n"
+        "         into place. Prints what changed and what was not carried over. Also: convert [--from FILE].\n"
+        "export-default\n"
+        "         prints a config file with every setting at its default (valid JSON, \"\" where there is\n"
+        "         no default), or writes it to --output FILE (mode 0640).\n\n"
         "CONFIG OPTIONS are iotd's (--config-file, --endpoint, --cert, ...; see iotd --help).\n"
-        "Exit codes: 0 done (check: every check OK or WARN), 1 failed (check: a check failed; init,\n"
-        "convert: the output exists), 2 usage or configuration error (check: the config does not load).\n",
-        kSystemConfig, kDeviceClientConfig, kSystemConfig);
+        "Exit codes: 0 done (check: every check OK or WARN), 1 failed (check: a check failed; get: not\n"
+        "set; init, import, export-default: the output exists), 2 usage or configuration error (check:\n"
+        "the config does not load; get, set, unset: an unknown key or a bad value).\n",
+        kSystemConfig, kSystemConfig, kDeviceClientConfig, kSystemConfig);
 }
 
 int iot_config_main(int argc, char** argv) {
@@ -707,16 +1087,20 @@ int iot_config_main(int argc, char** argv) {
             return iot::kExitOk;
         }
     }
+    const char* const commands = "init, show, check, get, set, unset, import or export-default";
     if (o.command.empty())
-        return iot::fail(kName, iot::kExitUsage, "give a command: init, show, check or convert (see --help)");
-    if (o.command != "init" && o.command != "show" && o.command != "check" && o.command != "convert")
-        return iot::fail(kName, iot::kExitUsage, "unknown command '%s' (init, show, check or convert)",
-                         o.command.c_str());
+        return iot::fail(kName, iot::kExitUsage, "give a command: %s (see --help)", commands);
+    if (!find_command(o.command))
+        return iot::fail(kName, iot::kExitUsage, "unknown command '%s' (%s)", o.command.c_str(), commands);
     int rc = parse_options(argc, argv, o);
     if (rc >= 0) return rc;
     ::signal(SIGPIPE, SIG_IGN);
     if (o.command == "init") return run_init(o);
     if (o.command == "show") return run_show(o);
     if (o.command == "check") return run_check(o);
-    return run_convert(o);
+    if (o.command == "get") return run_get(o);
+    if (o.command == "set") return run_set(o);
+    if (o.command == "unset") return run_unset(o);
+    if (o.command == "export-default") return run_export_default(o);
+    return run_convert(o);  // import, convert
 }

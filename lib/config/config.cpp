@@ -308,16 +308,6 @@ bool is_section(std::string_view name) {
     return false;
 }
 
-const char* home_of(Where w) {
-    switch (w) {
-        case Where::Main: return "the config file";
-        case Where::Runtime: return "the runtime-config section";
-        case Where::Proxy: return "the HTTP proxy file (--http-proxy-config)";
-        case Where::Cli: return "the command line or the environment";
-    }
-    return "";
-}
-
 // Dotted path of the key written on `target_line`, from a light scan of text that may not be
 // valid JSON (it is used to explain a syntax error).
 std::string key_at_line(std::string_view text, int target_line) {
@@ -705,7 +695,52 @@ void validate(Loader& l) {
                                         c.source(k.name).c_str()));
 }
 
+// The first default config file that exists, or "".
+std::string default_config_file(const LoadOptions& options) {
+    for (const std::string& candidate :
+         {options.system_config, fs::expand_home("~/.aws-iot-device-client/aws-iot-device-client.conf")})
+        if (!candidate.empty() && fs::exists(candidate)) return candidate;
+    return {};
+}
+
 }  // namespace
+
+const char* home_of(Where w) {
+    switch (w) {
+        case Where::Main: return "the config file";
+        case Where::Runtime: return "the runtime-config section";
+        case Where::Proxy: return "the HTTP proxy file (--http-proxy-config)";
+        case Where::Cli: return "the command line or the environment";
+    }
+    return "";
+}
+
+std::string closest_key(std::string_view name) {
+    std::vector<std::string> names;
+    for (const Key& k : keys())
+        if (!(k.flags & kAction)) names.push_back(k.name);
+    std::string s = suggestion(name, names);  // " (did you mean 'x'?)"
+    size_t open = s.find('\'');
+    return open == std::string::npos ? std::string() : s.substr(open + 1, s.rfind('\'') - open - 1);
+}
+
+Result<Config::Value> parse_value(const Key& key, std::string_view text, std::vector<std::string>* notes) {
+    auto conv = from_text(key, text);
+    if (!conv) return conv.err();
+    if (notes) notes->insert(notes->end(), conv->notes.begin(), conv->notes.end());
+    return conv->value;
+}
+
+Result<std::string> config_file_path(int argc, const char* const argv[], const LoadOptions& options) {
+    Loader l;
+    CommandLine cl = parse_command_line(argc, argv, options, l);
+    std::vector<Assignment> env = read_environment(l);
+    if (!l.errors.empty()) return Error(join(l.errors, "\n"));
+    const Key* k = find_key("config-file");
+    if (const Config::Value* named = explicit_value(static_cast<size_t>(k - keys().data()), cl.assignments, env))
+        return fs::expand_home(named->text);
+    return options.find_files ? default_config_file(options) : std::string();
+}
 
 // ---- Config
 
@@ -777,9 +812,9 @@ std::string Config::location(std::string_view name) const {
 Status Config::set(std::string_view name, std::string_view text, const std::string& source) {
     auto i = lookup(name);
     if (!i) return Error(format("unknown key '%.*s'", static_cast<int>(name.size()), name.data()));
-    auto conv = from_text(keys()[*i], text);
+    auto conv = parse_value(keys()[*i], text);
     if (!conv) return Error(std::string(name) + ": " + conv.error());
-    values_[*i] = conv->value;
+    values_[*i] = *conv;
     values_[*i].source = source;
     return {};
 }
@@ -811,13 +846,8 @@ Result<Loaded> load(int argc, const char* const argv[], const LoadOptions& optio
             return Error(format("config file %s (%s): %s", path.c_str(), named->source.c_str(),
                                 errno_text(ENOENT).c_str()));
     } else if (options.find_files) {
-        for (const std::string& candidate :
-             {options.system_config, fs::expand_home("~/.aws-iot-device-client/aws-iot-device-client.conf")}) {
-            if (!candidate.empty() && fs::exists(candidate)) {
-                (void)l.config.set("config-file", candidate, "default");
-                break;
-            }
-        }
+        std::string found = default_config_file(options);
+        if (!found.empty()) (void)l.config.set("config-file", found, "default");
     }
     if (l.config.has("config-file")) {
         std::string path = l.config.path("config-file");

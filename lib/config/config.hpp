@@ -56,6 +56,10 @@ const Key* find_key(std::string_view name);
 const Key* find_flag(std::string_view flag);
 // IOTBOX_LOGGING_LEVEL for "logging.level"; empty for kNoEnv keys.
 std::string env_name(const Key& key);
+// The key name a few edits away from a misspelt one ("logging.levl" -> "logging.level"), or "".
+std::string closest_key(std::string_view name);
+// Where a key of this kind is given: "the config file", "the HTTP proxy file (--http-proxy-config)", ...
+const char* home_of(Where where);
 
 class Config {
 public:
@@ -119,6 +123,14 @@ struct Loaded {
 // Errors (all of them, one per line) name the file, line and key, the variable or the flag.
 // Secret values are registered with the logger.
 Result<Loaded> load(int argc, const char* const argv[], const LoadOptions& options = {});
+
+// The main config file load() reads with these arguments: the one named by --config-file or the
+// environment (existing or not), else the first default that exists; "" when there is none.
+Result<std::string> config_file_path(int argc, const char* const argv[], const LoadOptions& options = {});
+
+// `text` converted by the key's type as the command line converts it, with the same errors
+// ("expected an integer from 1 to 65535, got 99999"); adjustments (clamping) are added to `notes`.
+Result<Config::Value> parse_value(const Key& key, std::string_view text, std::vector<std::string>* notes = nullptr);
 
 // Settings needed to connect: endpoint, cert, key (unless secure element), thing-name.
 Status check_required(const Config& config);

@@ -1,6 +1,7 @@
 """iot-config against the real binary: init (from flags, and answering its prompts in a tmux
-session), show (precedence, sources, secrets), check (certificates, keys, modes, a real connection
-to the TLS test broker) and convert (Device Client configs, its runtime file and its template)."""
+session), show (precedence, sources, secrets, --json), check (certificates, keys, modes, a real
+connection to the TLS test broker), get/set/unset (atomic edits of the config file), import/convert
+(Device Client configs, its runtime file and its template) and export-default."""
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import time
 from conftest import SOURCE, device_config, run
 
 TEMPLATE = os.path.join(SOURCE, 'tests', 'unit', 'data', 'config', 'config-template.json')
+FULL = os.path.join(SOURCE, 'tests', 'unit', 'data', 'config', 'full.json')
 
 
 def mode(path):
@@ -388,3 +390,292 @@ def test_convert_the_device_client_template_names_the_bad_line_then_the_placehol
     assert c['endpoint'] == 'example-ats.iot.eu-west-1.amazonaws.com'
     assert c['secure-element']['enabled'] is False and 'secure-element-pin' not in c['secure-element']
     assert 'logging.file: "<replace_with_log_file_path>" left out' in r.stdout
+
+
+def test_check_online_is_the_issue_name_for_connect(iotbox, broker, workdir):
+    cfg, _ = device_config(broker, workdir, 'check-online')
+    broker.thing('check-online', days=365)
+    r = config(iotbox, 'check', '--config-file', cfg, '--online')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f'OK    connection: connected to localhost:{broker.port} as check-online' in r.stdout, r.stdout
+
+
+# ---------------------------------------------------------------- get, set, unset
+
+def quiet_env(workdir, **extra):
+    """No IOTBOX_ variables from outside, and a HOME without a Device Client config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('IOTBOX_') and k != 'LOCK_FILE_PATH'}
+    env['HOME'] = workdir
+    env.update(extra)
+    return env
+
+
+def edit_file(workdir, content, file_mode=0o600):
+    path = os.path.join(workdir, 'etc', 'iotbox.conf')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(content, f, indent=2)
+    os.chmod(path, file_mode)
+    return path
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_set_and_unset_keep_the_file_valid_json_with_its_mode_and_create_sections(iotbox, workdir):
+    path = edit_file(workdir, {'endpoint': 'example-ats.iot.eu-west-1.amazonaws.com', 'port': 8883,
+                               'jobs': {'enabled': False}})
+    env = quiet_env(workdir)
+
+    def edit(*args):
+        r = config(iotbox, *args, '--config-file', path, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert mode(path) == 0o600, 'the mode is kept'
+        assert os.listdir(os.path.dirname(path)) == ['iotbox.conf'], 'no temporary file left behind'
+        return r, load(path)
+
+    r, c = edit('set', 'logging.level', 'info')                # a section created, the canonical spelling
+    assert c['logging'] == {'level': 'INFO'}
+    assert f'Changed {path}: logging.level = INFO' in r.stdout
+    _, c = edit('set', 'samples.pub-sub.publish-on-change', 'true')  # two levels created
+    assert c['samples'] == {'pub-sub': {'publish-on-change': True}}
+    _, c = edit('set', 'port', '443')                          # an int stays a number, in place
+    assert c['port'] == 443 and list(c)[:2] == ['endpoint', 'port']
+    _, c = edit('set', 'jobs.enabled', 'TRUE')
+    assert c['jobs'] == {'enabled': True}
+    _, c = edit('set', 'fleet-provisioning.template-parameters', '{"SerialNumber": "S-1"}')
+    assert json.loads(c['fleet-provisioning']['template-parameters']) == {'SerialNumber': 'S-1'}
+    _, c = edit('set', 'device-defender.custom-metrics', '{"t": {"type": "number", "file": "/x"}}')
+    assert c['device-defender']['custom-metrics'] == {'t': {'type': 'number', 'file': '/x'}}
+    r, c = edit('set', 'mqtt.keepalive', '5')                  # clamped as the loader clamps
+    assert c['mqtt']['keepalive'] == 30 and '5 is outside 30..1200; using 30' in r.stderr
+
+    for key, want in [('logging.level', 'INFO'), ('port', '443'), ('samples.pub-sub.publish-on-change', 'true'),
+                      ('fleet-provisioning.template-parameters', '{"SerialNumber":"S-1"}')]:
+        g = config(iotbox, 'get', key, '--config-file', path, env=env)
+        assert (g.returncode, g.stdout) == (0, want + '\n'), (key, g.stdout, g.stderr)
+
+    r, c = edit('unset', 'logging.level')                      # the emptied section goes too
+    assert 'logging' not in c
+    assert 'logging.level is now DEBUG (the default)' in r.stdout
+    # Written even when the configuration needs more before it loads; the warning says what.
+    r, c = edit('set', 'samples.pub-sub.enabled', 'true')
+    assert c['samples']['pub-sub'] == {'publish-on-change': True, 'enabled': True}
+    assert 'does not load yet' in r.stderr and 'samples.pub-sub.publish-topic (--publish-topic) is required' in r.stderr
+    edit('unset', 'samples.pub-sub.enabled')
+    r, c = edit('unset', 'samples.pub-sub.publish-on-change')
+    assert 'samples' not in c
+    r, again = edit('unset', 'samples.pub-sub.publish-on-change')
+    assert again == c and 'nothing to change' in r.stdout
+    r = config(iotbox, 'unset', 'port', '--config-file', path, env=dict(env, IOTBOX_PORT='8883'))
+    assert r.returncode == 0 and 'port' not in load(path)
+    assert 'port is 8883 from env IOTBOX_PORT, which overrides the config file' in r.stdout, r.stdout
+    c = config(iotbox, 'show', '--config-file', path, env=env)
+    assert c.returncode == 0, c.stderr
+
+
+def test_set_follows_a_link_keeps_the_owner_and_creates_a_missing_file(iotbox, workdir):
+    path = edit_file(workdir, {'thing-name': 'a'}, file_mode=0o640)
+    link = os.path.join(workdir, 'link.conf')
+    os.symlink(path, link)
+    env = quiet_env(workdir)
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+    r = config(iotbox, 'set', 'thing-name', 'b', '--config-file', link, env=env)
+    assert r.returncode == 0, r.stderr
+    assert os.path.islink(link) and load(path) == {'thing-name': 'b'}
+    assert mode(path) == 0o640
+    if os.geteuid() == 0:
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (65534, 65534), 'the owner is kept'
+
+    new = os.path.join(workdir, 'new', 'iotbox.conf')
+    r = config(iotbox, 'set', 'logging.type', 'syslog', '--config-file', new, env=env)
+    assert r.returncode == 0, r.stderr
+    assert load(new) == {'logging': {'type': 'SYSLOG'}} and mode(new) == 0o640
+    assert f'Created {new}' in r.stdout
+    # The file the loader would read when none is named: IOTBOX_CONFIG.
+    r = config(iotbox, 'set', 'port', '8883', env=dict(env, IOTBOX_CONFIG=new))
+    assert r.returncode == 0, r.stderr
+    assert load(new) == {'logging': {'type': 'SYSLOG'}, 'port': 8883}
+
+
+def test_set_refuses_bad_values_unknown_keys_and_keys_of_other_files_without_touching_the_file(iotbox, workdir):
+    path = edit_file(workdir, {'endpoint': 'x', 'samples': 'oops'})
+    with open(path) as f:
+        before = f.read()
+    env = quiet_env(workdir)
+    cases = [
+        (['set', 'port', '99999'], 'port: expected an integer from 1 to 65535, got 99999'),
+        (['set', 'port', 'eighty'], 'port: expected an integer from 1 to 65535, got "eighty"'),
+        (['set', 'jobs.enabled', 'maybe'], 'jobs.enabled: expected true or false, got "maybe"'),
+        (['set', 'logging.level', 'LOUD'], 'logging.level: expected one of DEBUG, INFO, WARN, ERROR, got "LOUD"'),
+        (['set', 'fleet-provisioning.template-parameters', '[1]'], 'expected a JSON object'),
+        (['set', 'device-defender.custom-metrics', '{"a": '], 'expected an object'),
+        (['set', 'endpoint', ''], 'endpoint: expected a non-empty value'),
+        (['set', 'logging.levl', 'INFO'], "unknown key 'logging.levl' (did you mean 'logging.level'?)"),
+        (['unset', 'thing-nam'], "unknown key 'thing-nam' (did you mean 'thing-name'?)"),
+        (['set', 'logging', 'INFO'], "'logging' is a section"),
+        (['set', 'http-proxy-host', 'proxy'], 'http-proxy-host is not a setting of the config file: it belongs in the HTTP proxy file (--http-proxy-config)'),
+        (['set', 'runtime-config.cert', '/c'], 'belongs in the runtime-config section of the runtime file'),
+        (['unset', 'tunneling.region'], 'belongs in the command line or the environment: --tunneling-region, env IOTBOX_TUNNELING_REGION'),
+        (['set', 'config-file', '/x'], 'belongs in the command line or the environment: --config-file'),
+        (['set', 'help', 'true'], "unknown key 'help'"),
+        (['set', 'samples.pub-sub.enabled', 'true'], f'{path}:3: samples is a string, not an object'),
+        (['set', 'port'], 'usage: iot-config set KEY VALUE'),
+    ]
+    for args, message in cases:
+        r = config(iotbox, *args, '--config-file', path, env=env)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr, (args, r.stderr)
+        with open(path) as f:
+            assert f.read() == before, args
+        assert mode(path) == 0o600
+
+    with open(path, 'w') as f:
+        f.write('{"endpoint": "x",\n "port": }\n')
+    r = config(iotbox, 'set', 'port', '443', '--config-file', path, env=env)
+    assert r.returncode == 2 and f'{path}: line 2' in r.stderr and 'not changed' in r.stderr, r.stderr
+    with open(path) as f:
+        assert f.read() == '{"endpoint": "x",\n "port": }\n'
+
+
+def test_get_prints_the_effective_value_exits_1_when_unset_and_hides_secrets(iotbox, workdir):
+    path = edit_file(workdir, {'endpoint': 'x', 'logging': {'level': 'INFO'},
+                               'secure-element': {'secure-element-pin': 'pin-31f7c2'}})
+    env = quiet_env(workdir)
+    r = config(iotbox, 'get', 'logging.level', '--config-file', path, env=env)
+    assert (r.returncode, r.stdout) == (0, 'INFO\n')
+    r = config(iotbox, 'get', 'logging.level', '--config-file', path, env=dict(env, IOTBOX_LOGGING_LEVEL='warn'))
+    assert r.stdout == 'WARN\n', 'the environment wins, as everywhere'
+    r = config(iotbox, 'get', 'logging.level', '--config-file', path, '--log-level', 'error', env=env)
+    assert r.stdout == 'ERROR\n'
+    r = config(iotbox, 'get', 'jobs.step-timeout', '--config-file', path, env=env)
+    assert r.stdout == '0\n', 'a default is a value'
+    r = config(iotbox, 'get', 'thing-name', '--config-file', path, env=env)
+    assert (r.returncode, r.stdout) == (1, '') and 'thing-name is not set' in r.stderr
+    r = config(iotbox, 'get', 'thing-nmae', '--config-file', path, env=env)
+    assert r.returncode == 2 and "unknown key 'thing-nmae' (did you mean 'thing-name'?)" in r.stderr
+    r = config(iotbox, 'get', 'secure-element.secure-element-pin', '--config-file', path, env=env)
+    assert (r.returncode, r.stdout) == (0, '***\n')
+    assert 'pin-31f7c2' not in r.stdout + r.stderr and '--show-secret' in r.stderr
+    r = config(iotbox, 'get', 'secure-element.secure-element-pin', '--show-secret', '--config-file', path, env=env)
+    assert (r.returncode, r.stdout) == (0, 'pin-31f7c2\n')
+    r = config(iotbox, 'set', 'secure-element.secure-element-pin', 'pin-88aa01', '--config-file', path, env=env)
+    assert r.returncode == 0 and 'pin-88aa01' not in r.stdout + r.stderr, 'set does not echo a secret'
+    assert load(path)['secure-element']['secure-element-pin'] == 'pin-88aa01'
+    r = config(iotbox, 'get', 'tunneling.access-token', env=dict(env, AWSIOT_TUNNEL_ACCESS_TOKEN='tok-55e1'))
+    assert (r.returncode, r.stdout) == (0, '***\n') and 'tok-55e1' not in r.stderr
+
+
+# ---------------------------------------------------------------- show --json
+
+def test_show_json_gives_each_value_with_its_source(iotbox, workdir):
+    path = edit_file(workdir, {'endpoint': 'x', 'port': 8883,
+                               'fleet-provisioning': {'template-parameters': '{"a": 1}'},
+                               'secure-element': {'secure-element-pin': 'pin-0b0b17'}})
+    r = config(iotbox, 'show', '--json', '--config-file', path, '--log-level', 'warn',
+               env=quiet_env(workdir, IOTBOX_THING_NAME='t-1'))
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    lines = open(path).read().splitlines()
+    port_line = next(i for i, line in enumerate(lines, 1) if '"port"' in line)
+    assert shown['port'] == {'value': 8883, 'source': f'file {path}:{port_line}'}
+    assert shown['thing-name'] == {'value': 't-1', 'source': 'env IOTBOX_THING_NAME'}
+    assert shown['logging.level'] == {'value': 'WARN', 'source': '--log-level'}
+    assert shown['jobs.enabled'] == {'value': True, 'source': 'default'}
+    assert shown['fleet-provisioning.template-parameters']['value'] == {'a': 1}
+    assert shown['secure-element.secure-element-pin']['value'] == '***'
+    assert 'pin-0b0b17' not in r.stdout
+    assert 'root-ca' not in shown, 'unset settings are left out'
+    assert set(shown) == {line.split()[0] for line in config(
+        iotbox, 'show', '--sources', '--config-file', path, '--log-level', 'warn',
+        env=quiet_env(workdir, IOTBOX_THING_NAME='t-1')).stdout.splitlines()}
+
+
+# ---------------------------------------------------------------- export-default
+
+def test_export_default_is_complete_valid_json_that_loads_back_as_the_defaults(iotbox, workdir):
+    env = quiet_env(workdir)
+    r = config(iotbox, 'export-default', env=env)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    assert printed['port'] == 443 and printed['logging']['level'] == 'DEBUG' and printed['endpoint'] == ''
+    assert printed['jobs']['enabled'] is True and 'runtime-config' not in printed
+
+    out = os.path.join(workdir, 'etc', 'defaults.conf')
+    r = config(iotbox, 'export-default', '--output', out, env=env)
+    assert r.returncode == 0, r.stderr
+    assert mode(out) == 0o640 and load(out) == printed
+    r = config(iotbox, 'export-default', '--output', out, env=env)
+    assert r.returncode == 1 and '--force' in r.stderr
+    assert config(iotbox, 'export-default', '--output', out, '--force', env=env).returncode == 0
+
+    # It loads, and means exactly the defaults.
+    empty = os.path.join(workdir, 'empty.conf')
+    with open(empty, 'w') as f:
+        f.write('{}\n')
+    a = config(iotbox, 'show', '--config-file', out, env=env)
+    b = config(iotbox, 'show', '--config-file', empty, env=env)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    a, b = json.loads(a.stdout), json.loads(b.stdout)
+    assert a.pop('config-file') == out and b.pop('config-file') == empty
+    assert a == b
+    d = run([iotbox, 'iotd', '--config-file', out, '--help'], env=env)
+    assert d.returncode == 0, d.stderr
+    c = config(iotbox, 'check', '--config-file', out, env=env)
+    assert c.returncode == 1, c.stdout                       # loads; only the required settings are missing
+    assert f'OK    config: loaded {out}' in c.stdout and 'FAIL  config:' not in c.stdout
+    assert 'missing required settings to connect: endpoint (--endpoint)' in c.stdout
+
+
+# ---------------------------------------------------------------- import
+
+def test_import_a_device_client_config_with_every_section(iotbox, workdir):
+    src = os.path.join(workdir, 'dc.json')
+    with open(FULL) as f:
+        dc = json.load(f)
+    dc['logging']['colour'] = 'red'                          # not an iotbox setting
+    dc['http-proxy-host'] = 'proxy.example'                  # a setting of another file
+    with open(src, 'w') as f:
+        json.dump(dc, f, indent=2)
+    env = quiet_env(workdir)
+    out = os.path.join(workdir, 'etc', 'iotbox.conf')
+    r = config(iotbox, 'import', src, '--output', out, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mode(out) == 0o640
+    c = load(out)
+    assert 'runtime-config' not in c and 'colour' not in c['logging'] and 'http-proxy-host' not in c
+    assert c['secure-element']['secure-element-pin'] == '9876-full-pin'
+    assert '9876-full-pin' not in r.stdout + r.stderr, 'a secret is never echoed'
+    report = r.stdout.split('Not carried over:\n')
+    assert len(report) == 2, r.stdout
+    assert 'logging.level: "warn" -> "WARN" (its canonical spelling)' in report[0]
+    for key in ('completed-fp', 'cert', 'key', 'thing-name', 'device-config'):
+        assert f'  runtime-config.{key}: left out' in report[1], r.stdout
+    assert "unknown key 'logging.colour' ignored" in report[1]
+    assert 'http-proxy-host belongs in the HTTP proxy file' in report[1]
+
+    # Every setting means the same in iotbox's file as in the Device Client's.
+    before = json.loads(config(iotbox, 'show', '--json', '--config-file', src, env=env).stdout)
+    after = json.loads(config(iotbox, 'show', '--json', '--config-file', out, env=env).stdout)
+    for shown in (before, after):
+        shown.pop('config-file')
+        for key in [k for k in shown if k.startswith('runtime-config.')]:
+            shown.pop(key)
+    assert {k: v['value'] for k, v in before.items()} == {k: v['value'] for k, v in after.items()}
+    with open(out) as f:
+        interval_line = next(i for i, line in enumerate(f.read().splitlines(), 1) if '"interval"' in line)
+    assert after['device-defender.interval'] == {'value': 77, 'source': f'file {out}:{interval_line}'}
+    assert len([k for k in after if after[k]['source'] != 'default']) >= 40, 'every section carried over'
+
+    # convert is the same command under its first name; FILE and --from are the same.
+    again = os.path.join(workdir, 'again.conf')
+    r = config(iotbox, 'convert', '--from', src, '--output', again, env=env)
+    assert r.returncode == 0, r.stderr
+    assert load(again) == c
+    r = config(iotbox, 'import', src, '--from', src, '--output', again, '--force', env=env)
+    assert r.returncode == 2 and 'once' in r.stderr
+    r = config(iotbox, 'import', os.path.join(workdir, 'missing.json'), '--output', again, '--force', env=env)
+    assert r.returncode == 2 and 'no Device Client config at' in r.stderr
