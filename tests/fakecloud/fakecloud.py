@@ -18,7 +18,9 @@ add control commands (commands()) and clean up its threads in stop().
 
 APIs: the echo demo (EchoApi below), AWS IoT Jobs (jobs_api.py, §3 of the
 reference), Device Defender (defender_api.py) and fleet provisioning with JITP
-(provisioning_api.py, §2; ping also reports its "jitp_port").
+(provisioning_api.py, §2; ping also reports its "jitp_port") and the secure
+tunneling service with its tunnels/notify message (tunnel_api.py, a TLS WebSocket
+server; ping also reports its "tunnel_port").
 
 Control commands (one JSON object with "cmd" per line, one JSON answer per line
 with "ok": true|false and "error" when false):
@@ -33,6 +35,8 @@ with "ok": true|false and "error" when false):
     create_policy, claim_certificate, provisioning_things, certificates,
     revoke_certificate, provisioning_config, provisioning_fail_next,
     provisioning_drop_next, rotation_alert, register_ca, jitp
+    tunneling (see tunnel_api.py): open_tunnel, rotate_token, close_tunnel, tunnels,
+    wait_tunnel, tunnel_log, tunnel_hooks
 """
 
 import argparse
@@ -277,8 +281,10 @@ sys.modules.setdefault("fakecloud", sys.modules[__name__])
 import jobs_api  # noqa: E402
 import defender_api  # noqa: E402
 import provisioning_api  # noqa: E402
+import tunnel_api  # noqa: E402
 
-APIS = [EchoApi, jobs_api.JobsApi, defender_api.DefenderApi, provisioning_api.ProvisioningApi]
+APIS = [EchoApi, jobs_api.JobsApi, defender_api.DefenderApi, provisioning_api.ProvisioningApi,
+        tunnel_api.TunnelApi]
 
 
 # ---------------------------------------------------------------- the cloud
