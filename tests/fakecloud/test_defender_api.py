@@ -25,7 +25,7 @@ import fakecloud  # noqa: E402,F401  (first: it imports defender_api once fully 
 import defender_api  # noqa: E402
 import testbed  # noqa: E402
 from devclient import DeviceClient  # noqa: E402
-from test_fakecloud import Cloud  # noqa: E402
+from conftest import cloud_fixture  # noqa: E402
 
 DEFAULTS = {"strict": False, "throttle_seconds": 0.0, "throttle_error_code": "ThrottlingException"}
 
@@ -70,25 +70,7 @@ ACCEPTED_KEYS = ["thingName", "reportId", "status", "timestamp"]
 REJECTED_KEYS = ["thingName", "reportId", "status", "statusDetails", "timestamp"]
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    root = tmp_path_factory.mktemp("defender")
-    tb = testbed.Testbed(str(root / "tb")).up()
-    c = None
-    try:
-        c = Cloud(tb)
-        yield c
-        assert c.terminate() == 0, open(c.out.name).read()
-        assert not os.path.exists(c.sock), "control socket left behind"
-        with open(c.out.name) as f:
-            out = f.read()
-        assert "Traceback" not in out and "failed" not in out, out
-    finally:
-        if c is not None and c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
-        tb.down()
-        testbed.reap(str(root))
+cloud = cloud_fixture("defender")
 
 
 @pytest.fixture(autouse=True)

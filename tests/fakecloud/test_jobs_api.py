@@ -20,31 +20,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "testbed"))
 import testbed  # noqa: E402
 from devclient import DeviceClient  # noqa: E402
-from test_fakecloud import Cloud  # noqa: E402
+from conftest import cloud_fixture  # noqa: E402
 
 DEFAULTS = {"strict": False, "describe_terminal": "reject", "seconds_per_minute": 60.0,
             "notify_on_start": False}
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    root = tmp_path_factory.mktemp("jobs")
-    tb = testbed.Testbed(str(root / "tb")).up()
-    c = None
-    try:
-        c = Cloud(tb)
-        yield c
-        assert c.terminate() == 0, open(c.out.name).read()
-        assert not os.path.exists(c.sock), "control socket left behind"
-        with open(c.out.name) as f:
-            out = f.read()
-        assert "Traceback" not in out and "failed" not in out, out
-    finally:
-        if c is not None and c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
-        tb.down()
-        testbed.reap(str(root))
+cloud = cloud_fixture("jobs")
 
 
 class JobsDevice:

@@ -28,37 +28,16 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "testbed"))
 import testbed  # noqa: E402
 from devclient import ConnectRefused, DeviceClient  # noqa: E402
-from test_fakecloud import Cloud  # noqa: E402
+from conftest import cloud_fixture  # noqa: E402
 
 ERR_KEYS = {"statusCode", "errorCode", "errorMessage"}
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prov")
-    tb = testbed.Testbed(str(root / "tb")).up()
-    c = None
-    try:
-        c = Cloud(tb)
-        c.files = root
-        c.clients = []
-        yield c
-        for d in c.clients:
-            d.close()
-        assert c.terminate() == 0, open(c.out.name).read()
-        assert not os.path.exists(c.sock), "control socket left behind"
-        with open(c.out.name) as f:
-            out = f.read()
-        assert "Traceback" not in out and "failed" not in out, out
-    finally:
-        if c is not None:
-            for d in c.clients:
-                d.close()
-            if c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait()
-        tb.down()
-        testbed.reap(str(root))
+def _prepare(c, root):
+    c.files = root
+
+
+cloud = cloud_fixture("prov", _prepare)
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "testbed"))
 import testbed  # noqa: E402
 from devclient import DeviceClient  # noqa: E402
-from test_fakecloud import Cloud  # noqa: E402
+from conftest import cloud_fixture  # noqa: E402
 
 P1, P2, P3 = ("aws.iot.securetunneling-1.0", "aws.iot.securetunneling-2.0",
               "aws.iot.securetunneling-3.0")
@@ -329,32 +329,11 @@ class WsClient:
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tunnel")
-    tb = testbed.Testbed(str(root / "tb")).up()
-    c = None
-    try:
-        c = Cloud(tb)
-        c.tunnel_port = c.ok("ping")["tunnel_port"]
-        c.clients = []
-        yield c
-        for d in c.clients:
-            d.close()
-        assert c.terminate() == 0, open(c.out.name).read()
-        assert not os.path.exists(c.sock), "control socket left behind"
-        with open(c.out.name) as f:
-            out = f.read()
-        assert "Traceback" not in out and "failed" not in out, out
-    finally:
-        if c is not None:
-            for d in c.clients:
-                d.close()
-            if c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait()
-        tb.down()
-        testbed.reap(str(root))
+def _prepare(c, root):
+    c.tunnel_port = c.ok("ping")["tunnel_port"]
+
+
+cloud = cloud_fixture("tunnel", _prepare)
 
 
 @pytest.fixture(autouse=True)
