@@ -445,15 +445,7 @@ void check_root_ca(const Config& cfg, Report& r) {
 
 void check_connection(const Config& cfg, long long timeout_s, Report& r) {
     iot::EventLoop loop;
-    iot::mqtt::Options mo;
-    mo.host = cfg.str("endpoint");
-    mo.port = static_cast<int>(cfg.num("port"));
-    mo.client_id = cfg.str("thing-name");
-    std::string ca = cfg.path("root-ca");
-    mo.ca_file = !ca.empty() && iot::fs::exists(ca) ? ca : "";
-    mo.cert_file = cfg.path("cert");
-    mo.key_file = cfg.path("key");
-    mo.keepalive_s = static_cast<int>(cfg.num("mqtt.keepalive"));
+    iot::mqtt::Options mo = iot::mqtt::options_from_config(cfg);
     mo.connect_timeout_ms = timeout_s * 1000;
     mo.clean_session = true;  // a check must not take over the daemon's persistent session
     std::string where = format("%s:%d as %s", mo.host.c_str(), mo.port, mo.client_id.c_str());

@@ -123,15 +123,7 @@ int print_once(const Options& o, const iot::metrics::FeatureOptions& fo) {
 }
 
 iot::mqtt::Options mqtt_options(const iot::config::Config& cfg) {
-    iot::mqtt::Options mo;
-    mo.host = cfg.str("endpoint");
-    mo.port = static_cast<int>(cfg.num("port"));
-    mo.client_id = cfg.str("thing-name");
-    mo.ca_file = iot::fs::exists(cfg.path("root-ca")) ? cfg.path("root-ca") : "";
-    mo.cert_file = cfg.path("cert");
-    mo.key_file = cfg.path("key");
-    mo.keepalive_s = static_cast<int>(cfg.num("mqtt.keepalive"));
-    mo.connect_timeout_ms = cfg.num("mqtt.connect-timeout") * 1000;
+    iot::mqtt::Options mo = iot::mqtt::options_from_config(cfg);
     mo.clean_session = true;  // a one-shot client must not take over the daemon's session
     return mo;
 }

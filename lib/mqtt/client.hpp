@@ -15,6 +15,10 @@
 #include "mqtt/topic.hpp"
 #include "tls/context.hpp"
 
+namespace iot::config {
+class Config;
+}
+
 struct mosquitto;
 struct mosquitto_message;
 
@@ -167,6 +171,10 @@ private:
     std::string refused_reason_;  // CONNACK refusal of the current attempt
     Stats stats_;
 };
+
+// The connection settings of a configuration (endpoint, port, thing name, certificates,
+// keepalive, reconnect and connect timeouts). One-shot applets then set clean_session.
+Options options_from_config(const config::Config& cfg);
 
 // libmosquitto's version as "2.0.11".
 std::string library_version();

@@ -9,21 +9,14 @@
 #include "base/strings.hpp"
 #include "fs/fs.hpp"
 #include "metrics/collect.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 using namespace iot::metrics;
 
 namespace {
 
-// A temporary directory, removed even when an assertion ends the test early.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/metrics-test-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { (void)system(("rm -rf '" + path + "'").c_str()); }
-};
+using testsupport::TempDir;
 
 std::string proc_dir(const std::string& name) {
     return std::string(IOT_SOURCE_DIR) + "/tests/unit/data/proc/" + name;

@@ -8,21 +8,14 @@
 #include "base/time.hpp"
 #include "fs/fs.hpp"
 #include "metrics/custom.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 using namespace iot::metrics;
 
 namespace {
 
-// A temporary directory, removed even when an assertion ends the test early.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/metrics-test-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { (void)system(("rm -rf '" + path + "'").c_str()); }
-};
+using testsupport::TempDir;
 Result<std::vector<CustomSpec>> specs(const char* text) {
     auto doc = json::parse(text);
     EXPECT_TRUE(doc.ok()) << text;

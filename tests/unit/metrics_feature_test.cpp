@@ -9,6 +9,7 @@
 #include "fs/fs.hpp"
 #include "metrics/feature.hpp"
 #include "support/testbed.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 using testsupport::FakeCloud;
@@ -16,14 +17,7 @@ using testsupport::Testbed;
 
 namespace {
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/metrics-test-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { (void)system(("rm -rf '" + path + "'").c_str()); }
-};
+using testsupport::TempDir;
 
 // Number of reports the fakecloud stored for `thing` with "accepted": true.
 int accepted_reports(FakeCloud& cloud, const std::string& thing) {

@@ -9,21 +9,14 @@
 #include "fs/fs.hpp"
 #include "metrics/cbor.hpp"
 #include "metrics/report.hpp"
+#include "support/tempdir.hpp"
 
 using namespace iot;
 using namespace iot::metrics;
 
 namespace {
 
-// A temporary directory, removed even when an assertion ends the test early.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/metrics-test-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { (void)system(("rm -rf '" + path + "'").c_str()); }
-};
+using testsupport::TempDir;
 
 Metrics sample() {
     Metrics m;

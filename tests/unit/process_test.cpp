@@ -34,14 +34,16 @@ Finished wait_for(ChildProcess& child) {
     std::string* sinks[2] = {&f.out, &f.err};
     int open_count = 2;
     while (open_count > 0) {
-        if (poll(fds, 2, 10000) <= 0) break;
+        int ready = poll(fds, 2, 30000);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) break;
         for (int i = 0; i < 2; ++i) {
             if (fds[i].fd < 0 || !fds[i].revents) continue;
             char buf[4096];
             ssize_t n = read(fds[i].fd, buf, sizeof buf);
             if (n > 0) {
                 sinks[i]->append(buf, static_cast<size_t>(n));
-            } else if (n == 0 || errno != EAGAIN) {
+            } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
                 fds[i].fd = -1;
                 --open_count;
             }
