@@ -27,6 +27,9 @@
 #if IOTBOX_FEATURE_DD
 #include "metrics/feature.hpp"
 #endif
+#if IOTBOX_FEATURE_ST
+#include "tunnel/feature.hpp"
+#endif
 #if IOTBOX_FEATURE_FP
 #include "mqtt/topic.hpp"
 #include "provision/feature.hpp"
@@ -40,25 +43,6 @@ const int64_t kStopGraceMs = 2000;
 
 // What changes without a restart on SIGHUP; everything else is reported as needing one.
 const char* const kLiveKeys[] = {"logging.level", "logging.type", "logging.file"};
-
-iot::mqtt::Options mqtt_options(const iot::config::Config& cfg) {
-    iot::mqtt::Options o;
-    o.host = cfg.str("endpoint");
-    o.port = static_cast<int>(cfg.num("port"));
-    o.client_id = cfg.str("thing-name");
-    std::string ca = cfg.path("root-ca");
-    // A configured root CA that does not exist falls back to the system store (Device Client
-    // behaviour); check_permissions has already warned about it.
-    o.ca_file = !ca.empty() && iot::fs::exists(ca) ? ca : "";
-    o.cert_file = cfg.path("cert");
-    o.key_file = cfg.path("key");
-    o.keepalive_s = static_cast<int>(cfg.num("mqtt.keepalive"));
-    o.clean_session = cfg.flag("clean-session");
-    o.reconnect_min_ms = cfg.num("mqtt.reconnect-min") * 1000;
-    o.reconnect_max_ms = cfg.num("mqtt.reconnect-max") * 1000;
-    o.connect_timeout_ms = cfg.num("mqtt.connect-timeout") * 1000;
-    return o;
-}
 
 // The log sink: as configured; when not configured, syslog for a daemon (-d) or a process that
 // init started without a terminal, stdout otherwise (a terminal, systemd's journal).
@@ -156,9 +140,9 @@ void iotd_help() {
     printf("Usage: iotd [-d] [OPTIONS]\n\n"
            "The iotbox device daemon: connects to AWS IoT Core (or any MQTT broker that authenticates\n"
            "devices by X.509 certificate) over mutual TLS and keeps the connection up, reconnecting\n"
-           "with jittered backoff after any loss, and runs the jobs and Device Defender metrics\n"
-           "features on it. Accepts the AWS IoT Device Client's config file, flags and environment\n"
-           "unchanged.\n\n"
+           "with jittered backoff after any loss, and runs the jobs, Device Defender metrics and\n"
+           "secure-tunneling features on it. Accepts the AWS IoT Device Client's config file, flags\n"
+           "and environment unchanged.\n\n"
            "  -d, --daemon   fork into the background and write --pid-file (sysvinit); default: foreground\n\n"
            "Signals: SIGTERM/SIGINT stop cleanly (queued job statuses get 3 s to reach the cloud, then\n"
            "DISCONNECT; exit 0); SIGHUP reloads the configuration (logging changes apply at once, others\n"
@@ -250,7 +234,7 @@ int iotd_main(int argc, char** argv) {
     }
 
     iot::EventLoop loop;
-    iot::mqtt::Client client(loop, mqtt_options(cfg));
+    iot::mqtt::Client client(loop, iot::mqtt::options_from_config(cfg));
 #if IOTBOX_FEATURE_JOBS
     std::unique_ptr<iot::jobs::JobsFeature> jobs;
     if (cfg.flag("jobs.enabled")) {
@@ -269,6 +253,16 @@ int iotd_main(int argc, char** argv) {
         metrics = std::make_unique<iot::metrics::MetricsFeature>(loop, client, mo.take());
         iot::Status st = metrics->start();
         if (!st) return start_failed(iot::kExitFailed, "metrics: " + st.error());
+    }
+#endif
+#if IOTBOX_FEATURE_ST
+    std::unique_ptr<iot::tunnel::TunnelFeature> tunnels;
+    if (cfg.flag("tunneling.enabled")) {
+        auto to = iot::tunnel::feature_options(cfg);
+        if (!to) return start_failed(iot::kExitUsage, "tunneling: " + to.error());
+        tunnels = std::make_unique<iot::tunnel::TunnelFeature>(loop, client, to.take());
+        iot::Status st = tunnels->start();
+        if (!st) return start_failed(iot::kExitFailed, "tunneling: " + st.error());
     }
 #endif
 #if IOTBOX_FEATURE_FP
@@ -359,6 +353,9 @@ int iotd_main(int argc, char** argv) {
 #endif
 #if IOTBOX_FEATURE_DD
         if (metrics) LOG_INFO(kName, "status: metrics: %s", metrics->status_line().c_str());
+#endif
+#if IOTBOX_FEATURE_ST
+        if (tunnels) LOG_INFO(kName, "status: tunnels: %s", tunnels->status_line().c_str());
 #endif
 #if IOTBOX_FEATURE_FP
         if (rotation) LOG_INFO(kName, "status: certificate rotation: %s", rotation->status_line().c_str());

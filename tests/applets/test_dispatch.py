@@ -70,7 +70,7 @@ def test_unknown_option_is_a_usage_error(iotbox):
 
 
 def test_applets_not_landed_say_so_and_exit_2(iotbox, links):
-    landed = {'iotd', 'iot-job-run', 'iot-config', 'iot-metrics', 'iot-provision'}
+    landed = {'iotd', 'iot-job-run', 'iot-config', 'iot-metrics', 'iot-provision', 'iot-tunnel'}
     for a in APPLETS:
         if a in landed:
             continue
