@@ -43,7 +43,8 @@ with open(mapfile, errors='replace') as f:
         am = re.search(r'([^/]+\.a)\(', origin)
         if am and am.group(1) != 'libiotcore.a':
             lib = am.group(1)
-        elif am or '/lib/' in origin or '/applets/' in origin or 'CMakeFiles' in origin:
+        elif am or '/lib/' in origin or '/applets/' in origin or 'CMakeFiles' in origin or 'ltrans' in origin:
+            # With link-time optimisation our objects come back as *.ltrans.o partitions.
             lib = 'iotbox code (applets + lib/)'
         else:
             lib = 'other (crt, linker)'
