@@ -100,9 +100,12 @@ void close_other_fds(const ChildPlan& plan) {
     // Dispositions first, then the mask: a signal unblocked while the parent's handler is still
     // installed would run the parent's code in the child. Ignored signals would also survive
     // exec, and the daemon blocks the signals its signalfd reads.
-    struct sigaction dfl = {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // KILL/STOP fail: fine
+    // Straight to the kernel: glibc's sigaction refuses the two signals it keeps for itself (32
+    // and 33), and a parent that inherited them ignored would pass that on. An all-zero kernel
+    // sigaction is SIG_DFL with no flags and an empty mask on every architecture's layout.
+    unsigned long dfl[8] = {};
+    for (int sig = 1; sig < _NSIG; ++sig)
+        if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, dfl, nullptr, _NSIG / 8);
     ::sigprocmask(SIG_SETMASK, &plan.empty_mask, nullptr);
 
     if (plan.new_process_group && ::setpgid(0, 0) != 0) child_fail(plan, ChildStage::ProcessGroup);
