@@ -17,4 +17,8 @@ int not_available(const char* applet);
 int fail(const char* applet, int code, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 // The --version text: iotbox version, the applets built in and the linked library versions.
 void print_version();
+// An applet's own options, "--x V" or "--x=V": is_option says whether argv[i] is --x (either
+// form); option_value returns its value (advancing i past a separate value), nullptr if missing.
+bool is_option(const char* arg, const char* name);
+const char* option_value(int argc, char** argv, int& i, const char* name);
 }  // namespace iot

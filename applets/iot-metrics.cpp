@@ -228,17 +228,6 @@ int publish(const Options& o, const iot::config::Config& cfg, const iot::metrics
     return ok ? iot::kExitOk : iot::kExitFailed;
 }
 
-// "--x V" or "--x=V": the value, advancing i; nullptr when missing.
-const char* option_value(int argc, char** argv, int& i, const char* name) {
-    size_t n = strlen(name);
-    if (strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') return argv[i] + n + 1;
-    return i + 1 < argc ? argv[++i] : nullptr;
-}
-
-bool is_option(const char* arg, const char* name) {
-    size_t n = strlen(name);
-    return strncmp(arg, name, n) == 0 && (arg[n] == '\0' || arg[n] == '=');
-}
 }  // namespace
 
 void iot_metrics_help() {
@@ -271,21 +260,21 @@ int iot_metrics_main(int argc, char** argv) {
         const char* a = argv[i];
         if (strcmp(a, "--publish") == 0) {
             o.publish = true;
-        } else if (is_option(a, "--format")) {
-            const char* v = option_value(argc, argv, i, "--format");
+        } else if (iot::is_option(a, "--format")) {
+            const char* v = iot::option_value(argc, argv, i, "--format");
             if (!v || (strcmp(v, "json") != 0 && strcmp(v, "cbor") != 0))
                 return iot::fail(kName, iot::kExitUsage, "--format: expected json or cbor");
             o.format = v;
             o.storage.push_back(std::string("--device-defender-format=") + v);
             o.config_args.push_back(o.storage.back().c_str());
-        } else if (is_option(a, "--names")) {
-            const char* v = option_value(argc, argv, i, "--names");
+        } else if (iot::is_option(a, "--names")) {
+            const char* v = iot::option_value(argc, argv, i, "--names");
             if (!v || (strcmp(v, "long") != 0 && strcmp(v, "short") != 0))
                 return iot::fail(kName, iot::kExitUsage, "--names: expected long or short");
             o.storage.push_back(std::string("--device-defender-names=") + v);
             o.config_args.push_back(o.storage.back().c_str());
-        } else if (is_option(a, "--interval")) {
-            const char* v = option_value(argc, argv, i, "--interval");
+        } else if (iot::is_option(a, "--interval")) {
+            const char* v = iot::option_value(argc, argv, i, "--interval");
             long long n = v ? iot::parse_int(v).value_or(0) : 0;
             if (n < 1) return iot::fail(kName, iot::kExitUsage, "--interval: expected a number of seconds >= 1");
             o.interval_s = n;

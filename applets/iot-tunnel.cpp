@@ -28,17 +28,6 @@ struct Options {
     std::vector<const char*> config_args;
 };
 
-// "--x V" or "--x=V": the value, advancing i; nullptr when missing.
-const char* option_value(int argc, char** argv, int& i, const char* name) {
-    size_t n = strlen(name);
-    if (strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') return argv[i] + n + 1;
-    return i + 1 < argc ? argv[++i] : nullptr;
-}
-
-bool is_option(const char* arg, const char* name) {
-    size_t n = strlen(name);
-    return strncmp(arg, name, n) == 0 && (arg[n] == '\0' || arg[n] == '=');
-}
 
 std::vector<std::string> names_of(const std::vector<iot::tunnel::ServiceEndpoint>& services) {
     std::vector<std::string> out;
@@ -111,9 +100,9 @@ int iot_tunnel_main(int argc, char** argv) {
             o.destination = true;
         } else if (strcmp(a, "--source") == 0) {
             o.source = true;
-        } else if (is_option(a, "--services") || is_option(a, "--region") || is_option(a, "--endpoint")) {
+        } else if (iot::is_option(a, "--services") || iot::is_option(a, "--region") || iot::is_option(a, "--endpoint")) {
             std::string name(a, strcspn(a, "="));
-            const char* v = option_value(argc, argv, i, name.c_str());
+            const char* v = iot::option_value(argc, argv, i, name.c_str());
             if (!v || !*v) return iot::fail(kName, iot::kExitUsage, "%s needs a value", name.c_str());
             if (name == "--services") {
                 o.services = v;

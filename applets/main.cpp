@@ -126,6 +126,17 @@ int fail(const char* applet, int code, const char* fmt, ...) {
     return code;
 }
 
+bool is_option(const char* arg, const char* name) {
+    size_t n = strlen(name);
+    return strncmp(arg, name, n) == 0 && (arg[n] == '\0' || arg[n] == '=');
+}
+
+const char* option_value(int argc, char** argv, int& i, const char* name) {
+    size_t n = strlen(name);
+    if (strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') return argv[i] + n + 1;
+    return i + 1 < argc ? argv[++i] : nullptr;
+}
+
 void print_version() {
     printf("iotbox %s\napplets:", IOTBOX_VERSION);
     for (const Applet& a : kApplets) printf(" %s", a.name);
