@@ -23,7 +23,7 @@ def test_iotd_provisions_first_then_rotates_on_the_cloud_alert(iotbox, broker, c
             '--lock-file', os.path.join(workdir, 'lock'), '--log-level', 'DEBUG']
     d = daemons(args, os.path.join(workdir, 'iotd.out'), env=env)
     d.wait_for('provisioned as fp-dev-1', timeout=30)
-    d.wait_for('connected to localhost', timeout=15)
+    d.wait_for('subscribed to things/fp-dev-1/iotbox/rotate-certificate', timeout=15)
     rc, first_id = check_provisioned(workdir, 'fp-dev-1', cloud)
     assert claim['certificateId'] not in d.output().split('connected to')[-1]
 
