@@ -8,6 +8,8 @@
 # TRIPLET defaults to the host's (gcc -dumpmachine); a cross triplet uses <triplet>-gcc and the
 # toolchain file toolchains/<triplet>.cmake. Re-running is cheap: a finished prefix is kept.
 set -eu
+# A `make install DESTDIR=...` that builds the deps first must not install them under DESTDIR.
+unset DESTDIR
 
 TRIPLET=${1:-$(gcc -dumpmachine)}
 DEPS=${2:-$(pwd)/build/deps}
@@ -56,6 +58,8 @@ TC=""
 if [ "$TRIPLET" != "$(gcc -dumpmachine)" ]; then
 	[ -f "$HERE/$TRIPLET.cmake" ] || { echo "deps.sh: no toolchain file toolchains/$TRIPLET.cmake" >&2; exit 1; }
 	TC="-DCMAKE_TOOLCHAIN_FILE=$HERE/$TRIPLET.cmake"
+	# The target's packages unpacked rather than installed (toolchains/target-root.sh).
+	if [ -n "${IOT_TARGET_ROOT:-}" ]; then TC="$TC -DIOT_TARGET_ROOT=$IOT_TARGET_ROOT"; fi
 fi
 # OPENSSL_ROOT_DIR lets a trimmed, self-built OpenSSL (size option) replace Debian's.
 OSSL=""
