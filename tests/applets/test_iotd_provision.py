@@ -9,18 +9,24 @@ from conftest import run
 from test_iot_provision import TEMPLATE, check_provisioned, create_template
 
 
-def test_iotd_provisions_first_then_rotates_on_the_cloud_alert(iotbox, broker, cloud, workdir, daemons):
+def provisioning_daemon(iotbox, broker, cloud, workdir, thing, *extra):
+    """A template, a claim, and iotd's command line with the Device Client's own flags (other
+    features off); returns (args, env)."""
     create_template(cloud, name=TEMPLATE, parameters=['ThingName'], thing_name='ThingName', policy='thing-rotation')
     claim = cloud.cmd('claim_certificate', template=TEMPLATE)
     env = dict(os.environ, HOME=workdir)
     env.pop('IOTBOX_CONFIG', None)
-    # The Device Client's own flags, other features off.
     args = [iotbox, 'iotd', '--enable-fleet-provisioning', 'true', '--endpoint', 'localhost',
             '--port', str(broker.port), '--cert', claim['cert'], '--key', claim['key'], '--root-ca', broker.ca,
-            '--thing-name', 'fp-dev-1', '--fleet-provisioning-template-name', TEMPLATE,
-            '--fleet-provisioning-template-parameters', json.dumps({'ThingName': 'fp-dev-1'}),
+            '--thing-name', thing, '--fleet-provisioning-template-name', TEMPLATE,
+            '--fleet-provisioning-template-parameters', json.dumps({'ThingName': thing}),
             '--enable-jobs', 'false', '--enable-tunneling', 'false', '--enable-device-defender', 'false',
-            '--lock-file', os.path.join(workdir, 'lock'), '--log-level', 'DEBUG']
+            '--lock-file', os.path.join(workdir, 'lock'), *extra]
+    return args, env, claim
+
+
+def test_iotd_provisions_first_then_rotates_on_the_cloud_alert(iotbox, broker, cloud, workdir, daemons):
+    args, env, claim = provisioning_daemon(iotbox, broker, cloud, workdir, 'fp-dev-1', '--log-level', 'DEBUG')
     d = daemons(args, os.path.join(workdir, 'iotd.out'), env=env)
     d.wait_for('provisioned as fp-dev-1', timeout=30)
     d.wait_for('subscribed to things/fp-dev-1/iotbox/rotate-certificate', timeout=15)
@@ -43,16 +49,7 @@ def test_iotd_provisions_first_then_rotates_on_the_cloud_alert(iotbox, broker, c
 
 
 def test_iotd_rotates_before_expiry_without_an_alert(iotbox, broker, cloud, workdir, daemons):
-    create_template(cloud, name=TEMPLATE, parameters=['ThingName'], thing_name='ThingName', policy='thing-rotation')
-    claim = cloud.cmd('claim_certificate', template=TEMPLATE)
-    env = dict(os.environ, HOME=workdir)
-    env.pop('IOTBOX_CONFIG', None)
-    args = [iotbox, 'iotd', '--enable-fleet-provisioning', 'true', '--endpoint', 'localhost',
-            '--port', str(broker.port), '--cert', claim['cert'], '--key', claim['key'], '--root-ca', broker.ca,
-            '--thing-name', 'fp-dev-2', '--fleet-provisioning-template-name', TEMPLATE,
-            '--fleet-provisioning-template-parameters', json.dumps({'ThingName': 'fp-dev-2'}),
-            '--enable-jobs', 'false', '--enable-tunneling', 'false',
-            '--lock-file', os.path.join(workdir, 'lock')]
+    args, env, _ = provisioning_daemon(iotbox, broker, cloud, workdir, 'fp-dev-2')
     d = daemons(args, os.path.join(workdir, 'iotd.out'), env=env)
     d.wait_for('provisioned as fp-dev-2', timeout=30)
     d.wait_for('online', timeout=15)
