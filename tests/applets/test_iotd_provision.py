@@ -5,7 +5,6 @@ import json
 import os
 import time
 
-from conftest import run
 from test_iot_provision import TEMPLATE, check_provisioned, create_template
 
 
