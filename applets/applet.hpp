@@ -11,8 +11,6 @@
 namespace iot {
 // The exit codes every applet keeps.
 enum Exit { kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitUnknownApplet = 127 };
-// For an applet whose feature has not landed: says so and exits 2 instead of pretending.
-int not_available(const char* applet);
 // Print "<applet>: <message>" on stderr; returns `code` for `return fail(...)`.
 int fail(const char* applet, int code, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 // The --version text: iotbox version, the applets built in and the linked library versions.

@@ -112,11 +112,6 @@ int run_applet(const Applet& a, int argc, char** argv) {
 
 namespace iot {
 
-int not_available(const char* applet) {
-    fprintf(stderr, "%s: not available in this build yet\n", applet);
-    return kExitUsage;
-}
-
 int fail(const char* applet, int code, const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -107,9 +107,9 @@ Result<FeatureOptions> feature_options(const config::Config& cfg) {
     return o;
 }
 
-Result<DestinationOptions> tunnel_options(const FeatureOptions& options, const std::string& access_token,
+Result<TunnelOptions> tunnel_options(const FeatureOptions& options, const std::string& access_token,
                                           const std::string& region, const std::vector<std::string>& services) {
-    DestinationOptions d;
+    TunnelOptions d;
     std::vector<std::string> missing;
     for (const auto& name : services) {
         const ServiceEndpoint* found = nullptr;
@@ -213,7 +213,7 @@ Status TunnelFeature::open(const std::string& access_token, const std::string& r
     t.id = id;
     t.services = services;
     t.access_token = access_token;
-    t.tunnel = std::make_unique<DestinationTunnel>(loop_, d.take(), [this, alive, id](const std::string& reason) {
+    t.tunnel = std::make_unique<TunnelClient>(loop_, d.take(), [this, alive, id](const std::string& reason) {
         if (!alive.expired()) ended(id, reason);
     });
     LOG_INFO(kComp, "tunnel %d: opening for %s through %s", id, join(services, ", ").c_str(), endpoint.c_str());

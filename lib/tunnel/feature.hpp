@@ -1,5 +1,5 @@
 // The iotd secure-tunneling feature: listens on $aws/things/<thing>/tunnels/notify and opens a
-// DestinationTunnel for each notification it accepts (mode "destination", every service in the
+// TunnelClient for each notification it accepts (mode "destination", every service in the
 // local map tunneling.services, not a token already seen), several at once up to a cap, and
 // forgets each tunnel once it has ended. With --tunneling-disable-notification (the Device
 // Client's way) it opens one tunnel at start from AWSIOT_TUNNEL_ACCESS_TOKEN instead.
@@ -18,8 +18,8 @@
 #include "base/result.hpp"
 #include "loop/loop.hpp"
 #include "mqtt/client.hpp"
-#include "tunnel/destination.hpp"
-#include "tunnel/destination_tunnel.hpp"
+#include "tunnel/session.hpp"
+#include "tunnel/tunnel_client.hpp"
 #include "tunnel/net.hpp"
 
 namespace iot::config {
@@ -60,7 +60,7 @@ Result<FeatureOptions> feature_options(const config::Config& cfg);
 
 // One tunnel's options: the endpoint (configured, else the region's), and the local endpoints of
 // `services`; an error names the services the local map lacks.
-Result<DestinationOptions> tunnel_options(const FeatureOptions& options, const std::string& access_token,
+Result<TunnelOptions> tunnel_options(const FeatureOptions& options, const std::string& access_token,
                                           const std::string& region, const std::vector<std::string>& services);
 
 class TunnelFeature {
@@ -81,7 +81,7 @@ private:
     struct Open {
         int id = 0;
         std::vector<std::string> services;
-        std::unique_ptr<DestinationTunnel> tunnel;
+        std::unique_ptr<TunnelClient> tunnel;
         std::string access_token;  // for duplicate detection while it is open
         bool ended = false;
     };

@@ -13,7 +13,7 @@
 
 namespace iot::tunnel {
 
-Result<HostPort> parse_host_port(std::string_view text, int default_port) {
+Result<HostPort> parse_host_port(std::string_view text, int default_port, int min_port) {
     std::string_view t = trim(text);
     HostPort hp;
     std::string_view port_text;
@@ -42,8 +42,8 @@ Result<HostPort> parse_host_port(std::string_view text, int default_port) {
         return hp;
     }
     auto port = parse_int(port_text);
-    if (!port || *port < 1 || *port > 65535)
-        return Error(format("'%.*s': port must be 1 to 65535", int(t.size()), t.data()));
+    if (!port || *port < min_port || *port > 65535)
+        return Error(format("'%.*s': port must be %d to 65535", int(t.size()), t.data(), min_port));
     hp.port = static_cast<int>(*port);
     return hp;
 }

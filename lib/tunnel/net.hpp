@@ -19,8 +19,9 @@ struct HostPort {
     std::string host;
     int port = 0;
 };
-// "host:port", "[v6]:port"; `default_port` when the port is left out (0: the port is required).
-Result<HostPort> parse_host_port(std::string_view text, int default_port = 0);
+// "host:port", "[v6]:port"; `default_port` when the port is left out (0: the port is required);
+// min_port 0 lets a listener ask for any free port.
+Result<HostPort> parse_host_port(std::string_view text, int default_port = 0, int min_port = 1);
 
 // An HTTP CONNECT proxy from a URL as HTTPS_PROXY holds it: "http://[user:password@]host[:port]"
 // (scheme optional, port 80 when left out).

@@ -69,13 +69,6 @@ def test_unknown_option_is_a_usage_error(iotbox):
     assert '--frob' in r.stderr
 
 
-def test_a_mode_not_landed_says_so_and_exits_2(iotbox, links):
-    # Every applet has landed; what is left says so instead of pretending to work.
-    r = run([os.path.join(links, 'iot-tunnel'), '--source'])
-    assert r.returncode == 2
-    assert r.stderr.strip() == 'iot-tunnel --source: not available in this build yet'
-
-
 def test_version_names_applets_and_linked_libraries(iotbox):
     r = run([iotbox, '--version'])
     assert r.returncode == 0

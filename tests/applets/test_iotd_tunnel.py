@@ -295,16 +295,15 @@ def test_iot_tunnel_exit_codes(iotbox, broker, cloud, workdir, daemons, echo):
     d = daemons(tunnel_cmd(iotbox, broker, cloud, server), os.path.join(workdir, 'iot-tunnel.out'), env=env)
     wait_destination(cloud, t)
     assert d.stop() == 0
-    # Usage: no token, no mode, --source.
+    # Usage: no token, no mode, --source without its ports.
     del env['AWSIOT_TUNNEL_ACCESS_TOKEN']
     r = run(tunnel_cmd(iotbox, broker, cloud, server), env=env)
     assert r.returncode == 2 and 'AWSIOT_TUNNEL_ACCESS_TOKEN' in r.stderr
     r = run([iotbox, 'iot-tunnel', '--region', 'us-east-1'], env=env)
     assert r.returncode == 2
     r = run([iotbox, 'iot-tunnel', '--source'], env=env)
-    assert r.returncode == 2
-    assert r.stderr.strip() == 'iot-tunnel --source: not available in this build yet'
-    assert 'not available in this build yet' in run([iotbox, 'iot-tunnel', '--help']).stdout
+    assert r.returncode == 2 and '--source needs --services' in r.stderr
+    assert 'not available' not in run([iotbox, 'iot-tunnel', '--help']).stdout
 
 
 def test_a_reset_from_the_service_leaves_iotd_serving(iotbox, broker, cloud, workdir, daemons, echo, sources):

@@ -1,4 +1,4 @@
-// A device-end tunnel (DestinationTunnel) against the fakecloud's tunneling service, with a
+// A device-end tunnel (TunnelClient) against the fakecloud's tunneling service, with a
 // source end made here from the same WebSocket client in source mode, and local echo servers:
 // several services and connections, re-chunked and merged frames, a dropped WebSocket and the
 // reconnect with the same client token, and a closed tunnel ending for good.
@@ -10,7 +10,7 @@
 #include "base/strings.hpp"
 #include "json/json.hpp"
 #include "support/testbed.hpp"
-#include "tunnel/destination_tunnel.hpp"
+#include "tunnel/tunnel_client.hpp"
 #include "unit/tunnel_test_support.hpp"
 
 using namespace iot;
@@ -100,7 +100,7 @@ TEST(TunnelFakeCloud, DestinationEndToEnd) {
     LocalServer ssh(loop, LocalServer::Mode::Echo), web(loop, LocalServer::Mode::Echo);
     OpenedTunnel t = open_tunnel(cloud, R"(["SSH", "WEB"])");
 
-    DestinationOptions o;
+    TunnelOptions o;
     o.endpoint = t.endpoint;
     o.access_token = t.destination_token;
     o.ca_file = tb.ca();
@@ -108,7 +108,7 @@ TEST(TunnelFakeCloud, DestinationEndToEnd) {
     o.reconnect_min_ms = 100;
     o.reconnect_max_ms = 500;
     std::string ended;
-    DestinationTunnel device(loop, o, [&](const std::string& why) { ended = why.empty() ? "?" : why; });
+    TunnelClient device(loop, o, [&](const std::string& why) { ended = why.empty() ? "?" : why; });
     ASSERT_TRUE(device.start());
     ASSERT_TRUE(run_until(
         loop, [&] { return device.connected() || !ended.empty(); }, 10000))

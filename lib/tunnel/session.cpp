@@ -1,4 +1,4 @@
-#include "tunnel/destination.hpp"
+#include "tunnel/session.hpp"
 
 #include <sys/socket.h>
 
@@ -14,7 +14,7 @@ namespace {
 const char* const kComp = "tunnel";
 }
 
-Result<std::vector<ServiceEndpoint>> parse_service_map(std::string_view text) {
+Result<std::vector<ServiceEndpoint>> parse_service_map(std::string_view text, int min_port) {
     std::vector<ServiceEndpoint> out;
     for (auto& item : split(text, ',')) {
         std::string_view entry = trim(item);
@@ -28,11 +28,12 @@ Result<std::vector<ServiceEndpoint>> parse_service_map(std::string_view text) {
         std::string_view where = trim(entry.substr(eq + 1));
         if (parse_int(where)) {
             auto port = parse_int(where);
-            if (*port < 1 || *port > 65535) return Error(format("service %s: port must be 1 to 65535", s.name.c_str()));
+            if (*port < min_port || *port > 65535)
+                return Error(format("service %s: port must be %d to 65535", s.name.c_str(), min_port));
             s.host = "localhost";
             s.port = static_cast<int>(*port);
         } else {
-            auto hp = parse_host_port(where);
+            auto hp = parse_host_port(where, 0, min_port);
             if (!hp) return hp.err().wrap("service " + s.name);
             s.host = hp->host;
             s.port = hp->port;
@@ -152,13 +153,20 @@ void TunnelSession::handle(TunnelMessage& m) {
             on_data(m);
             return;
         case MessageType::StreamStart:
-            on_stream_start(m);
+        case MessageType::ConnectionStart:
+            if (options_.role == Role::Source) {
+                // Only the source starts streams: a destination that does is confused. Dropped.
+                LOG_WARN(kComp, "ignoring %s from the destination (only a source starts streams)",
+                         message_type_name(m.type).c_str());
+                ++stats_.messages_dropped;
+            } else if (m.type == MessageType::StreamStart) {
+                on_stream_start(m);
+            } else {
+                on_connection_start(m);
+            }
             return;
         case MessageType::StreamReset:
             on_stream_reset(m);
-            return;
-        case MessageType::ConnectionStart:
-            on_connection_start(m);
             return;
         case MessageType::ConnectionReset:
             on_connection_reset(m);
@@ -185,6 +193,9 @@ TunnelSession::Service* TunnelSession::find_service(const std::string& id) {
             if (s->endpoint.name == id) return s.get();
         for (auto& s : services_)
             if (iequals(s->endpoint.name, id)) return s.get();
+        // A source's unnamed service, bound to the tunnel's only service id.
+        for (auto& s : services_)
+            if (s->stream_id && s->peer_service_id == id) return s.get();
         return nullptr;
     }
     // No service id (a V1 source, e.g. the browser console): only unambiguous with one service.
@@ -197,12 +208,87 @@ void TunnelSession::on_service_ids(const TunnelMessage& m) {
     service_ids_ = m.available_service_ids;
     have_service_ids_ = true;
     LOG_INFO(kComp, "tunnel services: %s", join(service_ids_, ", ").c_str());
+    if (options_.role == Role::Source) {
+        for (auto& s : services_) {
+            std::string wire = wire_service_id(*s);
+            if (std::find(service_ids_.begin(), service_ids_.end(), wire) == service_ids_.end())
+                LOG_WARN(kComp, "service %s (port %d) is not one of the tunnel's services: its connections will be refused",
+                         s->endpoint.name.empty() ? "(unnamed)" : s->endpoint.name.c_str(), s->endpoint.port);
+        }
+        return;
+    }
     for (auto& id : service_ids_)
         if (!find_service(id))
             LOG_WARN(kComp,
                      "the tunnel's service '%s' has no local endpoint (tunneling.services): its connections "
                      "will be refused",
                      id.c_str());
+}
+
+bool TunnelSession::ready() const {
+    return active_ && (version_ == ProtocolVersion::V1 || have_service_ids_);
+}
+
+std::string TunnelSession::wire_service_id(const Service& s) const {
+    if (version_ == ProtocolVersion::V1) return {};
+    const std::string& name = s.endpoint.name;
+    if (name.empty()) return service_ids_.size() == 1 ? service_ids_[0] : std::string();
+    for (auto& id : service_ids_)
+        if (id == name) return id;
+    for (auto& id : service_ids_)
+        if (iequals(id, name)) return id;
+    return name;
+}
+
+Status TunnelSession::accept_local(size_t index, Fd fd) {
+    if (options_.role != Role::Source || index >= services_.size()) return Error("no such local service");
+    if (!ready()) return Error("the tunnel is not open yet");
+    Service& s = *services_[index];
+    std::string wire = wire_service_id(s);
+    if (version_ >= ProtocolVersion::V2 &&
+        std::find(service_ids_.begin(), service_ids_.end(), wire) == service_ids_.end())
+        return Error(format("the tunnel has no service %s (it has %s)",
+                            s.endpoint.name.empty() ? "to bind an unnamed port to" : s.endpoint.name.c_str(),
+                            service_ids_.empty() ? "none" : join(service_ids_, ", ").c_str()));
+    if (open_connections() >= options_.max_connections)
+        return Error(format("%zu connections are open already", options_.max_connections));
+    bool multiplex = version_ >= ProtocolVersion::V3;
+    if (s.stream_id && !multiplex)
+        return Error(format("the tunnel speaks %s: one connection per service at a time (V3 multiplexes)",
+                            subprotocol_name(version_)));
+    if (version_ == ProtocolVersion::V1)
+        for (auto& other : services_)
+            if (other->stream_id) return Error("a V1 tunnel carries one connection at a time");
+    TunnelMessage start;
+    uint32_t id = 1;
+    if (s.stream_id == 0) {
+        s.last_stream_id = s.last_stream_id == INT32_MAX ? 1 : s.last_stream_id + 1;
+        s.stream_id = s.last_stream_id;
+        s.peer_service_id = wire;
+        s.connection_ids = multiplex;
+        s.last_connection_id = 1;
+        start.type = MessageType::StreamStart;
+    } else {
+        do {
+            id = s.last_connection_id = s.last_connection_id == UINT32_MAX ? 1 : s.last_connection_id + 1;
+        } while (s.connections.count(id));
+        start.type = MessageType::ConnectionStart;
+    }
+    start.stream_id = s.stream_id;
+    start.service_id = s.peer_service_id;
+    start.connection_id = multiplex ? id : 0;
+    queue_control(start);
+    auto c = std::make_unique<Connection>();
+    Connection* raw = c.get();
+    raw->service = &s;
+    raw->id = id;
+    raw->from_stream_start = start.type == MessageType::StreamStart;
+    s.connections[id] = std::move(c);
+    ++stats_.connections_opened;
+    LOG_INFO(kComp, "service %s stream %d connection %u: opened", wire.empty() ? s.endpoint.name.c_str() : wire.c_str(),
+             s.stream_id, id);
+    attach(*raw, std::move(fd));
+    return {};
 }
 
 void TunnelSession::on_stream_start(const TunnelMessage& m) {
@@ -302,7 +388,11 @@ void TunnelSession::on_connected(Connection& c, Result<Fd> fd) {
         }
         return;
     }
-    c.fd = fd.take();
+    attach(c, fd.take());
+}
+
+void TunnelSession::attach(Connection& c, Fd fd) {
+    c.fd = std::move(fd);
     Connection* raw = &c;
     c.watch = loop_.watch(c.fd.get(), POLLIN, [this, raw](short ev) { on_local_event(*raw, ev); });
     if (c.pending() && !flush_local(c)) {

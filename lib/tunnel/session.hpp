@@ -1,7 +1,11 @@
-// The device end of a tunnel. A TunnelSession speaks the tunnel protocol (V1, V2 or V3, reference
-// §7) over a Transport (the WebSocket; a script in tests) and connects each stream or connection
-// the source opens to the local endpoint its service is mapped to — only mapped endpoints, whatever
-// the peer asks for.
+// One end of a tunnel. A TunnelSession speaks the tunnel protocol (V1, V2 or V3, reference §6-§7)
+// over a Transport (the WebSocket; a script in tests) and carries local TCP connections as streams
+// (V1, V2) or connections of a stream (V3):
+// - at the destination (the device) it connects each stream or connection the source opens to the
+//   local endpoint its service is mapped to — only mapped endpoints, whatever the peer asks for;
+// - at the source (the operator) it is handed sockets accepted on the service's local port
+//   (accept_local) and starts a stream or connection for each.
+// Both ends share everything after the start: DATA each way, resets, close and back-pressure.
 //
 // Memory stays bounded both ways: bytes for a local socket that is slow to take them are held up
 // to connection_buffer, beyond which the session stops reading the WebSocket; bytes read from
@@ -32,7 +36,8 @@ struct ServiceEndpoint {
 };
 // "SSH=127.0.0.1:22,VNC=5900" (a bare port means localhost). Names are unique; at most 3, the
 // service's limit per tunnel, is not enforced here (the notification says what a tunnel has).
-Result<std::vector<ServiceEndpoint>> parse_service_map(std::string_view text);
+// min_port 0: listening ports, where 0 asks for any free one.
+Result<std::vector<ServiceEndpoint>> parse_service_map(std::string_view text, int min_port = 1);
 // The tunneling.services config object: {"SSH": "127.0.0.1:22", "VNC": 5900}.
 Result<std::vector<ServiceEndpoint>> parse_service_map_json(const cJSON* object);
 // The Device Client's defaults: SSH to port 22, VNC to port 5900 on localhost.
@@ -49,7 +54,12 @@ public:
     virtual void pause_reading(bool paused) = 0;
 };
 
+enum class Role { Destination, Source };
+
 struct SessionOptions {
+    Role role = Role::Destination;
+    // Destination: where each service connects. Source: the service names (an empty name binds
+    // to the tunnel's only service, whatever it is called); host and port are the listener's.
     std::vector<ServiceEndpoint> services;
     size_t connection_buffer = 256 * 1024;  // bytes held for one local socket before back-pressure
     int64_t connect_timeout_ms = 10000;     // local TCP connect
@@ -71,6 +81,12 @@ public:
     Status on_bytes(const uint8_t* data, size_t len);
     // The transport has room again.
     void on_writable();
+    // Source: ready for local connections (V1 at once; V2 and V3 once SERVICE_IDS came).
+    bool ready() const;
+    // Source: carry a socket accepted on services[index]'s port as a new stream (V1, V2: closes
+    // the one it had) or a new connection of the service's stream (V3). Errors name the reason
+    // (not ready, the tunnel has no such service, too many connections): the socket is closed.
+    Status accept_local(size_t index, Fd fd);
     // The transport is gone: every local connection is closed, nothing is sent.
     void stop();
 
@@ -105,6 +121,8 @@ private:
         int32_t stream_id = 0;        // 0: no active stream
         std::string peer_service_id;  // as the source names it (empty: V1-style stream)
         bool connection_ids = false;  // the stream's STREAM_START carried a connection id (V3 format)
+        int32_t last_stream_id = 0;   // source: stream ids count up per service from 1
+        uint32_t last_connection_id = 0;
         std::map<uint32_t, std::unique_ptr<Connection>> connections;
     };
 
@@ -116,6 +134,8 @@ private:
     void on_stream_reset(const TunnelMessage& m);
     void on_service_ids(const TunnelMessage& m);
     Service* find_service(const std::string& id);
+    std::string wire_service_id(const Service& s) const;  // source: the id its streams carry
+    void attach(Connection& c, Fd fd);
     void open_connection(Service& s, uint32_t id, bool from_stream_start);
     void on_connected(Connection& c, Result<Fd> fd);
     void on_local_event(Connection& c, short revents);

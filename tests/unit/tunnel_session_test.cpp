@@ -1,6 +1,7 @@
-// The device end of a tunnel against a scripted peer (a Transport that records what the session
-// sends) and real local servers on the loop: streams and connections for V1, V2 and V3 peers, the
-// local proxy's quirks, refusals, resets, and back-pressure that keeps buffers bounded both ways.
+// Both ends of a tunnel against a scripted peer (a Transport that records what the session sends)
+// and real local sockets on the loop. Destination: streams and connections for V1, V2 and V3
+// sources, the local proxy's quirks, refusals, resets, and back-pressure that keeps buffers bounded
+// both ways. Source: the streams and connections it starts for accepted sockets, per version.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -17,7 +18,7 @@
 #include "config/config.hpp"
 #include "json/json.hpp"
 #include "loop/loop.hpp"
-#include "tunnel/destination.hpp"
+#include "tunnel/session.hpp"
 #include "unit/tunnel_test_support.hpp"
 
 using namespace iot;
@@ -88,8 +89,9 @@ struct Fixture {
     ScriptTransport transport;
     std::unique_ptr<TunnelSession> session;
     void start(std::vector<ServiceEndpoint> services, ProtocolVersion v = ProtocolVersion::V3,
-               size_t connection_buffer = 256 * 1024) {
+               size_t connection_buffer = 256 * 1024, Role role = Role::Destination) {
         SessionOptions o;
+        o.role = role;
         o.services = std::move(services);
         o.connection_buffer = connection_buffer;
         o.connect_timeout_ms = 2000;
@@ -427,4 +429,167 @@ TEST(TunnelDestination, MalformedMessageIsAnError) {
     auto r = f.session->on_bytes(junk, sizeof junk);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().find("cannot decode"), std::string::npos) << r.error();
+}
+
+namespace {
+// A connected socket pair: `local` goes to the session (as if accepted), `app` is the operator's
+// program (ssh) at the other end.
+struct Accepted {
+    Fd local, app;
+    Accepted() {
+        int sv[2];
+        EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+        local.reset(sv[0]);
+        app.reset(sv[1]);
+    }
+    std::string read_app() {
+        std::string out;
+        char buf[65536];
+        ssize_t n;
+        while ((n = ::recv(app.get(), buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+        return out;
+    }
+};
+
+void source_start(Fixture& f, std::vector<ServiceEndpoint> services, ProtocolVersion v) {
+    f.start(std::move(services), v, 256 * 1024, Role::Source);
+}
+}  // namespace
+
+TEST(TunnelSource, V3StartsAStreamThenConnectionsAndCarriesDataBothWays) {
+    Fixture f;
+    source_start(f, {{"SSH", "127.0.0.1", 2222}}, ProtocolVersion::V3);
+    Accepted a, b;
+    // V3 waits for SERVICE_IDS before it carries anything.
+    EXPECT_FALSE(f.session->ready());
+    EXPECT_FALSE(f.session->accept_local(0, std::move(a.local)));
+    Accepted a2;
+    f.service_ids({"SSH"});
+    EXPECT_TRUE(f.session->ready());
+    ASSERT_TRUE(f.session->accept_local(0, std::move(a2.local)));
+    ASSERT_TRUE(f.session->accept_local(0, std::move(b.local)));
+    auto starts = f.transport.of_type(MessageType::StreamStart);
+    ASSERT_EQ(starts.size(), 1u);
+    EXPECT_EQ(starts[0].service_id, "SSH");
+    EXPECT_EQ(starts[0].stream_id, 1);
+    EXPECT_EQ(starts[0].connection_id, 1u);
+    auto more = f.transport.of_type(MessageType::ConnectionStart);
+    ASSERT_EQ(more.size(), 1u);
+    EXPECT_EQ(more[0].stream_id, 1);
+    EXPECT_EQ(more[0].connection_id, 2u);
+    // The operator's program writes: DATA for its connection.
+    ASSERT_EQ(::send(b.app.get(), "ls\n", 3, 0), 3);
+    ASSERT_TRUE(f.wait([&] { return f.transport.data_for(2) == "ls\n"; }));
+    // The destination answers on connection 1 and 2.
+    f.peer(msg(MessageType::Data, "SSH", 1, 1, "one"));
+    f.peer(msg(MessageType::Data, "SSH", 1, 2, "two"));
+    std::string got1, got2;
+    ASSERT_TRUE(f.wait([&] {
+        got1 += a2.read_app();
+        got2 += b.read_app();
+        return got1 == "one" && got2 == "two";
+    }));
+    // Closing one program's socket resets its connection only; the stream goes on.
+    b.app.reset();
+    ASSERT_TRUE(f.wait([&] { return f.transport.of_type(MessageType::ConnectionReset).size() == 1; }));
+    EXPECT_EQ(f.transport.of_type(MessageType::ConnectionReset)[0].connection_id, 2u);
+    EXPECT_TRUE(f.transport.of_type(MessageType::StreamReset).empty());
+    EXPECT_EQ(f.session->open_connections(), 1u);
+    // The destination resets connection 1: its socket is closed.
+    f.peer(msg(MessageType::ConnectionReset, "SSH", 1, 1));
+    ASSERT_TRUE(f.wait([&] {
+        char c;
+        return ::recv(a2.app.get(), &c, 1, 0) == 0;
+    }));
+    EXPECT_EQ(f.session->open_connections(), 0u);
+}
+
+TEST(TunnelSource, V2OneConnectionPerServiceAndNewStreamIds) {
+    Fixture f;
+    source_start(f, {{"SSH", "127.0.0.1", 2222}, {"WEB", "127.0.0.1", 8080}}, ProtocolVersion::V2);
+    f.service_ids({"SSH", "WEB"});
+    Accepted a, b, c, w;
+    ASSERT_TRUE(f.session->accept_local(0, std::move(a.local)));
+    auto refused = f.session->accept_local(0, std::move(b.local));
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().find("one connection per service"), std::string::npos) << refused.error();
+    // Another service has its own stream.
+    ASSERT_TRUE(f.session->accept_local(1, std::move(w.local)));
+    // The first closes: STREAM_RESET, and the next connection is stream 2.
+    a.app.reset();
+    ASSERT_TRUE(f.wait([&] { return f.transport.of_type(MessageType::StreamReset).size() == 1; }));
+    ASSERT_TRUE(f.session->accept_local(0, std::move(c.local)));
+    std::vector<int32_t> ssh_streams;
+    for (auto& m : f.transport.of_type(MessageType::StreamStart))
+        if (m.service_id == "SSH") ssh_streams.push_back(m.stream_id);
+    EXPECT_EQ(ssh_streams, (std::vector<int32_t>{1, 2}));
+    // A V2 peer is never sent a connection id.
+    for (auto& m : f.transport.messages()) EXPECT_EQ(m.connection_id, 0u) << message_type_name(m.type);
+    EXPECT_TRUE(f.transport.of_type(MessageType::ConnectionStart).empty());
+}
+
+TEST(TunnelSource, V1IsReadyAtOnceAndSendsNoIds) {
+    Fixture f;
+    source_start(f, {{"", "127.0.0.1", 2222}}, ProtocolVersion::V1);
+    EXPECT_TRUE(f.session->ready());
+    Accepted a;
+    ASSERT_TRUE(f.session->accept_local(0, std::move(a.local)));
+    ASSERT_EQ(::send(a.app.get(), "x", 1, 0), 1);
+    ASSERT_TRUE(f.wait([&] { return f.transport.of_type(MessageType::Data).size() == 1; }));
+    for (auto& m : f.transport.messages()) {
+        EXPECT_TRUE(m.service_id.empty());
+        EXPECT_EQ(m.connection_id, 0u);
+    }
+    // Data back without a service id reaches the one service's connection.
+    f.peer(msg(MessageType::Data, "", 1, 0, "back"));
+    std::string got;
+    ASSERT_TRUE(f.wait([&] { return (got += a.read_app()) == "back"; }));
+}
+
+TEST(TunnelSource, ServicesTheTunnelLacksAreRefusedAndAnUnnamedPortBindsTheOnlyService) {
+    {
+        Fixture f;
+        source_start(f, {{"SSH", "127.0.0.1", 2222}, {"VNC", "127.0.0.1", 5900}}, ProtocolVersion::V3);
+        f.service_ids({"ssh"});  // names compare case-insensitively, and go out as the tunnel spells them
+        Accepted a, b;
+        ASSERT_TRUE(f.session->accept_local(0, std::move(a.local)));
+        EXPECT_EQ(f.transport.of_type(MessageType::StreamStart).at(0).service_id, "ssh");
+        auto refused = f.session->accept_local(1, std::move(b.local));
+        ASSERT_FALSE(refused);
+        EXPECT_NE(refused.error().find("no service VNC"), std::string::npos) << refused.error();
+    }
+    {
+        Fixture f;
+        source_start(f, {{"", "127.0.0.1", 2222}}, ProtocolVersion::V3);
+        f.service_ids({"RemoteDesktop"});
+        Accepted a;
+        ASSERT_TRUE(f.session->accept_local(0, std::move(a.local)));
+        EXPECT_EQ(f.transport.of_type(MessageType::StreamStart).at(0).service_id, "RemoteDesktop");
+        f.peer(msg(MessageType::Data, "RemoteDesktop", 1, 1, "hi"));
+        std::string got;
+        ASSERT_TRUE(f.wait([&] { return (got += a.read_app()) == "hi"; }));
+    }
+}
+
+TEST(TunnelSource, IgnoresStreamStartsFromTheDestinationAndStreamIdsSurviveReconnects) {
+    Fixture f;
+    source_start(f, {{"SSH", "127.0.0.1", 2222}}, ProtocolVersion::V3);
+    f.service_ids({"SSH"});
+    f.peer(msg(MessageType::StreamStart, "SSH", 7, 1));
+    f.peer(msg(MessageType::ConnectionStart, "SSH", 7, 2));
+    EXPECT_EQ(f.session->open_connections(), 0u);
+    EXPECT_TRUE(f.transport.sent.empty());
+    Accepted a;
+    ASSERT_TRUE(f.session->accept_local(0, std::move(a.local)));
+    // The WebSocket is lost and made again: the next stream gets a new id, so the destination
+    // cannot take it for the old one.
+    f.session->stop();
+    f.session->start(ProtocolVersion::V3);
+    f.service_ids({"SSH"});
+    Accepted b;
+    ASSERT_TRUE(f.session->accept_local(0, std::move(b.local)));
+    auto starts = f.transport.of_type(MessageType::StreamStart);
+    ASSERT_EQ(starts.size(), 2u);
+    EXPECT_EQ(starts[0].stream_id, 1);
+    EXPECT_EQ(starts[1].stream_id, 2);
 }
