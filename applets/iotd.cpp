@@ -296,9 +296,16 @@ int iotd_main(int argc, char** argv) {
         // Bounded at every stage: a broker that does not answer must not keep iotd from exiting.
         int64_t deadline = kStopFlushMs;
         if (!client.connected() || outbox_empty()) deadline = 0;
+        // MQTT disconnects and every tunnel closes with its close handshake, at once; the loop
+        // ends when both are done (or at the grace limit).
         auto disconnect = [&] {
             loop.add_timer(kStopGraceMs, [&] { loop.stop(); });
-            client.stop([&] { loop.stop(); });
+            auto pending = std::make_shared<int>(tunnels ? 2 : 1);
+            auto one_done = [&loop, pending] {
+                if (--*pending == 0) loop.stop();
+            };
+            if (tunnels) tunnels->stop(one_done);
+            client.stop(one_done);
         };
         if (deadline == 0) {
             disconnect();

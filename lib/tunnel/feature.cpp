@@ -181,18 +181,20 @@ void TunnelFeature::on_notification(const mqtt::Message& message) {
                  join(n->services, ", ").c_str());
         return;
     }
+    if (stopping_) return;
+    if (tunnels_.size() >= options_.max_tunnels) {
+        // Not remembered: the same notification, delivered again once a tunnel is free, opens.
+        ++refused_;
+        LOG_ERROR(kComp, "tunnel notification for %s refused: %zu tunnels are open, the most at once",
+                  join(n->services, ", ").c_str(), tunnels_.size());
+        return;
+    }
     recent_tokens_.push_back(n->access_token);
     if (recent_tokens_.size() > kRecentTokens) recent_tokens_.pop_front();
     if (n->mode != "destination") {
         ++refused_;
         LOG_ERROR(kComp, "tunnel notification refused: clientMode is '%s', a device can only be the destination",
                   n->mode.c_str());
-        return;
-    }
-    if (tunnels_.size() >= options_.max_tunnels) {
-        ++refused_;
-        LOG_ERROR(kComp, "tunnel notification for %s refused: %zu tunnels are open, the most at once",
-                  join(n->services, ", ").c_str(), tunnels_.size());
         return;
     }
     Status st = open(n->access_token, n->region, n->services);
@@ -235,8 +237,32 @@ void TunnelFeature::ended(int id, const std::string& reason) {
     // Not from inside the tunnel's own callback: it is still on the stack.
     std::weak_ptr<bool> alive = alive_;
     loop_.add_timer(0, [this, alive, id] {
-        if (!alive.expired()) tunnels_.erase(id);
+        if (alive.expired()) return;
+        tunnels_.erase(id);
+        if (stopping_ && tunnels_.empty() && stopped_) {
+            auto done = std::move(stopped_);
+            stopped_ = nullptr;
+            done();
+        }
     });
+}
+
+void TunnelFeature::stop(std::function<void()> done) {
+    stopping_ = true;
+    bool any = false;
+    for (auto& [id, t] : tunnels_) any = any || !t.ended;
+    if (!any && tunnels_.empty()) {
+        if (done) done();
+        return;
+    }
+    stopped_ = std::move(done);
+    LOG_INFO(kComp, "closing %zu tunnel%s", tunnels_.size(), tunnels_.size() == 1 ? "" : "s");
+    std::vector<int> ids;
+    for (auto& [id, t] : tunnels_) ids.push_back(id);
+    for (int id : ids) {
+        auto it = tunnels_.find(id);
+        if (it != tunnels_.end() && !it->second.ended) it->second.tunnel->stop();  // ended() follows
+    }
 }
 
 std::string TunnelFeature::status_line() const {

@@ -9,6 +9,7 @@
 // secrets: they are kept to spot duplicates and handed to the tunnel, never put in a message.
 #pragma once
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -74,6 +75,9 @@ public:
     // of --tunneling-disable-notification.
     Status start();
     size_t open_tunnels() const { return tunnels_.size(); }
+    // Shutdown: close every tunnel with the WebSocket close handshake; `done` runs once all have
+    // ended (at once when none is open). No tunnel is opened after this.
+    void stop(std::function<void()> done);
     // "2 open (1: SSH connected, 2 connections; 2: WEB connecting); 3 notifications, 1 refused, 0 duplicate"
     std::string status_line() const;
 
@@ -97,6 +101,8 @@ private:
     FeatureOptions options_;
     std::map<int, Open> tunnels_;
     std::deque<std::string> recent_tokens_;  // the last few accepted or refused, to drop repeats
+    std::function<void()> stopped_;           // stop()'s `done`, until the last tunnel has ended
+    bool stopping_ = false;
     int next_id_ = 1;
     int notifications_ = 0, refused_ = 0, duplicates_ = 0, opened_ = 0;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

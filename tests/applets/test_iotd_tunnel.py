@@ -208,12 +208,22 @@ def test_at_most_8_tunnels_at_once(iotbox, broker, cloud, workdir, daemons, echo
     for t in tunnels[:8]:
         wait_destination(cloud, t)
     assert tunnel_state(cloud, tunnels[8])['ends']['destination']['handshakes'] == 0
-    # One closes: the next notification has room again.
+    # One closes: the refused notification, delivered again, is not taken for a duplicate and
+    # opens; then the cap holds again for a new one.
     cloud.cmd('close_tunnel', tunnel_id=tunnels[0]['tunnel_id'])
     d.wait_for('tunnel 1 (ECHO) is over')
+    cloud.cmd('publish', topic=tunnels[8]['notify']['topic'], payload=tunnels[8]['notify']['payload'])
+    wait_destination(cloud, tunnels[8])
+    assert 'ignored: a duplicate' not in d.output()
     t = cloud.cmd('open_tunnel', thing='tun-cap', services=['ECHO'])
-    wait_destination(cloud, t)
+    d.wait_for('refused: 8 tunnels are open, the most at once', count=2)
+    # Stopping iotd closes every tunnel with the WebSocket close handshake, not a dropped socket.
     assert d.stop() == 0
+    d.wait_for('closing 8 tunnels')
+    for tun in tunnels[1:]:
+        end = tunnel_state(cloud, tun)['ends']['destination']
+        assert not end['connected']
+        assert end['last_close']['by'] == 'client' and end['last_close']['code'] == 1000, end['last_close']
 
 
 def test_iotd_survives_a_closed_tunnel_and_takes_the_next(iotbox, broker, cloud, workdir, daemons, echo, sources):
