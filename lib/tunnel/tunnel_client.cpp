@@ -1,6 +1,7 @@
 #include "tunnel/tunnel_client.hpp"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -220,6 +221,8 @@ void TunnelClient::on_accept(size_t service, int listen_fd) {
                 LOG_WARN(kComp, "accept: %s", errno_text(errno).c_str());
             return;
         }
+        int one = 1;  // interactive traffic (ssh keystrokes) goes out at once, as at the destination
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         auto ok = session_->accept_local(service, Fd(fd));
         if (!ok) {
             const std::string& name = options_.services[service].name;

@@ -52,6 +52,10 @@ class EchoServer:
 
     def stop(self):
         self.stopping = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
         self.listener.close()
         for c in self.conns:
             try:
