@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from test_iotd_tunnel import (assert_no_token, clean_env, echo, start_iotd, wait_destination,  # noqa: F401
-                              wait_subscribed)
+from test_iotd_tunnel import (assert_no_token, clean_env, echo, start_iotd, tunnel_cmd,  # noqa: F401
+                              wait_destination, wait_subscribed)
 
 
 def run(args, env, timeout=30):
@@ -40,6 +40,23 @@ def start_source(iotbox, broker, cloud, workdir, daemons, t, services, *extra, n
     return d, ports
 
 
+def start_destination(iotbox, broker, cloud, workdir, daemons, t, server):
+    """iot-tunnel --destination for the tunnel's ECHO service, to the echo server."""
+    env = clean_env(HOME=workdir, AWSIOT_TUNNEL_ACCESS_TOKEN=t['destination_token'])
+    return daemons(tunnel_cmd(iotbox, broker, cloud, server), os.path.join(workdir, 'dest.out'), env=env)
+
+
+def iotd_and_source(iotbox, broker, cloud, workdir, daemons, thing, services, **tunnel):
+    """iotd with this service map, a tunnel to its thing for all of them (notified), and
+    iot-tunnel --source on free ports for the same names: (iotd, tunnel, source, {name: port})."""
+    d = start_iotd(iotbox, broker, cloud, workdir, daemons, thing, services)
+    wait_subscribed(d, thing)
+    t = cloud.cmd('open_tunnel', thing=thing, services=list(services), **tunnel)
+    src, ports = start_source(iotbox, broker, cloud, workdir, daemons, t, ','.join(f'{n}=0' for n in services))
+    wait_destination(cloud, t)
+    return d, t, src, ports
+
+
 def client(port, timeout=10):
     s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
     s.settimeout(timeout)
@@ -65,6 +82,22 @@ def echo_round(s, tag, payload):
     assert got == want, (len(got), len(want))
 
 
+def echo_until_served(port, tag, payload, src, timeout=15):
+    """A new connection's echo round, tried again until the source carries it (it may still be
+    closing the connection before, or reconnecting)."""
+    deadline = time.time() + timeout
+    while True:
+        c = client(port)
+        try:
+            echo_round(c, tag, payload)
+            c.close()
+            return
+        except (AssertionError, OSError):
+            c.close()
+            assert time.time() < deadline, src.output()
+            time.sleep(0.2)
+
+
 def closed_by_peer(s, timeout=10):
     s.settimeout(timeout)
     try:
@@ -80,8 +113,8 @@ def closed_by_peer(s, timeout=10):
 def test_source_to_iotd_three_services_with_several_connections_each(iotbox, broker, cloud, workdir, daemons,
                                                                      echo):
     servers = {name: echo(name.lower()) for name in ('SSH', 'WEB', 'DB')}
-    d = start_iotd(iotbox, broker, cloud, workdir, daemons, 'src-multi',
-                   {name: f'127.0.0.1:{s.port}' for name, s in servers.items()})
+    d, t, src, ports = iotd_and_source(iotbox, broker, cloud, workdir, daemons, 'src-multi',
+                                       {name: f'127.0.0.1:{s.port}' for name, s in servers.items()})
     wait_subscribed(d, 'src-multi')
     t = cloud.cmd('open_tunnel', thing='src-multi', services=list(servers))
     src, ports = start_source(iotbox, broker, cloud, workdir, daemons, t, 'SSH=0,WEB=0,DB=0')
@@ -116,11 +149,7 @@ def test_source_to_iotd_three_services_with_several_connections_each(iotbox, bro
 def test_a_connection_made_while_the_source_connects_waits_for_it(iotbox, broker, cloud, workdir, daemons, echo):
     server = echo('early')
     t = cloud.cmd('open_tunnel', thing='src-early', services=['ECHO'], notify=False)
-    env = clean_env(HOME=workdir, AWSIOT_TUNNEL_ACCESS_TOKEN=t['destination_token'])
-    port = cloud.cmd('ping')['tunnel_port']
-    dest = daemons([iotbox, 'iot-tunnel', '--destination', '--services', f'ECHO=127.0.0.1:{server.port}',
-                    '--endpoint', f'localhost:{port}', '--root-ca', broker.ca],
-                   os.path.join(workdir, 'dest.out'), env=env)
+    dest = start_destination(iotbox, broker, cloud, workdir, daemons, t, server)
     wait_destination(cloud, t)
     # The service answers the source's first two upgrades with 503: it retries with backoff, and
     # a client that connects meanwhile waits in the listener's backlog instead of being refused.
@@ -139,11 +168,8 @@ def test_a_connection_made_while_the_source_connects_waits_for_it(iotbox, broker
 
 def test_v2_tunnel_one_connection_per_service(iotbox, broker, cloud, workdir, daemons, echo):
     server = echo('v2')
-    d = start_iotd(iotbox, broker, cloud, workdir, daemons, 'src-v2', {'ECHO': server.port})
-    wait_subscribed(d, 'src-v2')
-    t = cloud.cmd('open_tunnel', thing='src-v2', services=['ECHO'], max_version=2)
-    src, ports = start_source(iotbox, broker, cloud, workdir, daemons, t, 'ECHO=0')
-    wait_destination(cloud, t)
+    d, t, src, ports = iotd_and_source(iotbox, broker, cloud, workdir, daemons, 'src-v2', {'ECHO': server.port},
+                                       max_version=2)
     assert wait_source(cloud, t)['ends']['source']['version'] == 2
     a = client(ports['ECHO'])
     echo_round(a, b'v2', b'first')
@@ -154,17 +180,7 @@ def test_v2_tunnel_one_connection_per_service(iotbox, broker, cloud, workdir, da
     echo_round(a, None, b'first again')
     a.close()
     # Once the first is gone, the next gets a new stream (id 2), without connection ids.
-    deadline = time.time() + 10
-    while True:
-        c = client(ports['ECHO'])
-        try:
-            echo_round(c, b'v2', b'second')
-            break
-        except (AssertionError, OSError):
-            c.close()
-            assert time.time() < deadline, 'no second stream after the first connection closed'
-            time.sleep(0.2)
-    c.close()
+    echo_until_served(ports['ECHO'], b'v2', b'second', src)
     log = cloud.cmd('tunnel_log', tunnel_id=t['tunnel_id'])['entries']
     starts = [e for e in log if e['from'] == 'source' and e['type'] == 'STREAM_START']
     assert [e['streamId'] for e in starts][:2] == [1, 2]
@@ -177,14 +193,10 @@ def test_v2_tunnel_one_connection_per_service(iotbox, broker, cloud, workdir, da
 
 def test_v1_destination_client_type_sends_no_ids(iotbox, broker, cloud, workdir, daemons, echo):
     server = echo('v1')
-    t = cloud.cmd('open_tunnel', thing='src-v1', services=['SSH'], notify=False)
+    t = cloud.cmd('open_tunnel', thing='src-v1', services=['ECHO'], notify=False)
     # A bare port binds the tunnel's one service, as the local proxy's "-s 2222" does.
     src, ports = start_source(iotbox, broker, cloud, workdir, daemons, t, '0', '--destination-client-type', 'V1')
-    env = clean_env(HOME=workdir, AWSIOT_TUNNEL_ACCESS_TOKEN=t['destination_token'])
-    port = cloud.cmd('ping')['tunnel_port']
-    dest = daemons([iotbox, 'iot-tunnel', '--destination', '--services', f'SSH=127.0.0.1:{server.port}',
-                    '--endpoint', f'localhost:{port}', '--root-ca', broker.ca],
-                   os.path.join(workdir, 'dest.out'), env=env)
+    dest = start_destination(iotbox, broker, cloud, workdir, daemons, t, server)
     wait_destination(cloud, t)
     assert wait_source(cloud, t)['ends']['source']['version'] == 1
     s = client(ports[''])
@@ -200,28 +212,15 @@ def test_v1_destination_client_type_sends_no_ids(iotbox, broker, cloud, workdir,
 
 def test_source_reconnects_after_its_websocket_is_dropped(iotbox, broker, cloud, workdir, daemons, echo):
     server = echo('drop')
-    d = start_iotd(iotbox, broker, cloud, workdir, daemons, 'src-drop', {'ECHO': server.port})
-    wait_subscribed(d, 'src-drop')
-    t = cloud.cmd('open_tunnel', thing='src-drop', services=['ECHO'])
-    src, ports = start_source(iotbox, broker, cloud, workdir, daemons, t, 'ECHO=0')
-    wait_destination(cloud, t)
+    d, t, src, ports = iotd_and_source(iotbox, broker, cloud, workdir, daemons, 'src-drop',
+                                       {'ECHO': server.port})
     s = client(ports['ECHO'])
     echo_round(s, b'drop', b'before')
     cloud.cmd('tunnel_hooks', tunnel_id=t['tunnel_id'], drop='source')
     # The local connection rode on the lost WebSocket: it is closed, not left hanging.
     assert closed_by_peer(s)
     wait_source(cloud, t, handshakes=2)
-    deadline = time.time() + 15
-    while True:
-        c = client(ports['ECHO'])
-        try:
-            echo_round(c, b'drop', b'after')
-            break
-        except (AssertionError, OSError):
-            c.close()
-            assert time.time() < deadline, src.output()
-            time.sleep(0.3)
-    c.close()
+    echo_until_served(ports['ECHO'], b'drop', b'after', src)
     state = cloud.cmd('tunnels', tunnel_id=t['tunnel_id'])['tunnels'][0]
     assert state['ends']['source']['client_token']  # the same client token both times
     assert src.stop() == 0
@@ -258,11 +257,8 @@ def test_bulk_both_ways_through_source_and_iotd(iotbox, broker, cloud, workdir, 
         c.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    d = start_iotd(iotbox, broker, cloud, workdir, daemons, 'src-bulk', {'BULK': sink.getsockname()[1]})
-    wait_subscribed(d, 'src-bulk')
-    t = cloud.cmd('open_tunnel', thing='src-bulk', services=['BULK'])
-    src, ports = start_source(iotbox, broker, cloud, workdir, daemons, t, 'BULK=0')
-    wait_destination(cloud, t)
+    d, t, src, ports = iotd_and_source(iotbox, broker, cloud, workdir, daemons, 'src-bulk',
+                                       {'BULK': sink.getsockname()[1]})
     s = client(ports['BULK'], timeout=60)
     payload = os.urandom(1 << 20)
     sent = hashlib.sha256()
