@@ -14,7 +14,7 @@ MAKEFLAGS += --no-print-directory
 
 BUILD_PACKAGES := build-essential cmake libssl-dev zlib1g-dev libprotobuf-dev protobuf-compiler dpkg-dev xz-utils file
 TEST_PACKAGES  := libgtest-dev libgmock-dev libbenchmark-dev mosquitto openssl python3 python3-paho-mqtt \
-                  python3-cryptography python3-pytest python3-cbor2 procps busybox
+                  python3-cryptography python3-pytest python3-cbor2 procps busybox openssh-server openssh-client
 
 .PHONY: all packages test-packages deps configure check demo size install bench format clean distclean
 
@@ -75,6 +75,7 @@ bench: test-packages configure
 	@$(BUILD)/bench/benchmarks
 	@/usr/bin/python3 bench/iotd_footprint.py $(BUILD)/iotbox
 	@/usr/bin/python3 bench/jobs_roundtrip.py $(BUILD)/iotbox
+	@/usr/bin/python3 bench/tunnel_bench.py $(BUILD)/iotbox
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.hpp')

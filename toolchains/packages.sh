@@ -14,5 +14,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as mosquitto and openssh-server start a system service when installed; the tests run
+# their own instances on private ports, so a policy-rc.d keeps the machine's services as they were.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
 	{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; }

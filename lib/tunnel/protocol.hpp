@@ -49,13 +49,78 @@ constexpr size_t kDataOverhead = 96;
 
 // Append one length-prefixed message to `out`, leaving out the fields `version` does not know
 // (V1: service ids and connection id; V2: connection id): the service closes the WebSocket when a
-// message carries a field outside the peer's schema.
+// message carries a field outside the peer's schema. (libprotobuf-lite: control messages.)
 Status append_message(std::string& out, const TunnelMessage& message, ProtocolVersion version);
-// A DATA message straight from a buffer (the hot path: no TunnelMessage in between).
-Status append_data(std::string& out, const std::string& service_id, int32_t stream_id, uint32_t connection_id,
+// A DATA message straight from a buffer, encoded by hand (DataEncoder): no TunnelMessage in between.
+Status append_data(std::string& out, std::string_view service_id, int32_t stream_id, uint32_t connection_id,
                    const uint8_t* payload, size_t len, ProtocolVersion version);
-// One message without its length prefix.
+// One message without its length prefix, copied into a TunnelMessage (libprotobuf-lite).
 Result<TunnelMessage> parse_message(const uint8_t* data, size_t len);
+
+// The hot path. A message read in place: the payload and the strings point into the bytes parsed,
+// which must outlive the view. parse_view decodes by hand with libprotobuf's rules exactly (what it
+// accepts and what it makes of it, tunnel_protocol_codec_test cross-checks): proto3 wire format,
+// int32 and uint32 from a varint of up to 10 bytes cut to 32 bits (a negative int32 is 10 bytes),
+// a non-repeated field seen twice keeps the last value, unknown fields and known ones of another
+// wire type skipped by their wire type (0, 1, 2, 5, and groups), serviceId and availableServiceIds
+// checked to be UTF-8. A malformed message is an error saying what is wrong and where; nothing is
+// read outside [data, data + len).
+struct MessageView {
+    MessageType type = MessageType::Unknown;
+    int32_t stream_id = 0;
+    bool ignorable = false;
+    const uint8_t* payload = nullptr;  // payload_len bytes inside the message (nullptr when empty)
+    size_t payload_len = 0;
+    std::string_view service_id;
+    uint32_t connection_id = 0;
+    size_t available_service_id_count = 0;
+    const uint8_t* message = nullptr;  // what was parsed
+    size_t message_len = 0;
+    // availableServiceIds in order (SERVICE_IDS: rare, so they are found again when asked for).
+    std::vector<std::string_view> available_service_ids() const;
+    // A copy that owns its bytes (for control messages).
+    TunnelMessage to_message() const;
+};
+Result<MessageView> parse_view(const uint8_t* data, size_t len);
+
+// A DATA message encoded around its payload, byte for byte what libprotobuf writes for it (fields
+// in number order, zero values and the fields `version` does not know left out):
+//
+//   [2-byte length][08 01][10 streamId][22 payload length] payload [2a serviceId][38 connectionId]
+//   `---------------- header: depends on the payload length -----'         `- trailer: does not -'
+//
+// so the payload can be read straight into its place in an output buffer: give the header the room
+// it needs for the largest read, read into out + room, then write the (possibly shorter) header so
+// that it ends where the payload begins:
+//
+//   DataEncoder enc(service_id, stream_id, connection_id, version);
+//   size_t room = enc.header_size(kDataChunk);       // <= kMaxDataHeader
+//   uint8_t* buf = <room + kDataChunk + enc.trailer_size() bytes>;
+//   ssize_t n = recv(fd, buf + room, kDataChunk, 0);  // n > 0
+//   uint8_t* message = buf + room - enc.header_size(n);
+//   enc.write_header(message, n);
+//   enc.write_trailer(buf + room + n);                // the message is enc.size(n) bytes from `message`
+class DataEncoder {
+public:
+    DataEncoder(std::string_view service_id, int32_t stream_id, uint32_t connection_id, ProtocolVersion version);
+    size_t header_size(size_t payload_len) const;
+    size_t trailer_size() const { return trailer_size_; }
+    // The whole message with its length prefix.
+    size_t size(size_t payload_len) const { return header_size(payload_len) + payload_len + trailer_size_; }
+    // The service's payload limit and the length prefix's (what append_data refuses).
+    Status check(size_t payload_len) const;
+    // Both return the bytes written: header_size(payload_len), trailer_size().
+    size_t write_header(uint8_t* out, size_t payload_len) const;
+    size_t write_trailer(uint8_t* out) const;
+
+private:
+    std::string_view service_id_;  // empty when left out
+    int32_t stream_id_;
+    uint32_t connection_id_;  // 0 when left out
+    size_t trailer_size_;
+};
+// The longest header: prefix, type, a negative streamId (10-byte varint), payload tag and length.
+constexpr size_t kMaxDataHeader = 2 + 2 + 11 + 4;
 
 // Reassembles the message stream from arbitrary pieces (several messages in one piece, one message
 // over many, a length prefix split in two). Holds at most one incomplete message.

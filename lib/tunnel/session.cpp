@@ -74,7 +74,6 @@ TunnelSession::TunnelSession(EventLoop& loop, Transport& transport, SessionOptio
         s->endpoint = ep;
         services_.push_back(std::move(s));
     }
-    read_buf_.resize(kDataChunk);
 }
 
 TunnelSession::~TunnelSession() {
@@ -133,12 +132,18 @@ Status TunnelSession::on_bytes(const uint8_t* data, size_t len) {
     auto alive = alive_;
     std::string error;
     (void)reader_.feed(data, len, [&](const uint8_t* m, size_t n) {
-        auto parsed = parse_message(m, n);
-        if (!parsed) {
-            error = parsed.error();
+        // Read in place: DATA goes from the transport's buffer to the local socket uncopied.
+        auto view = parse_view(m, n);
+        if (!view) {
+            error = view.error();
             return false;
         }
-        handle(*parsed);
+        if (view->type == MessageType::Data) {
+            on_data(*view);
+        } else {
+            TunnelMessage message = view->to_message();
+            handle(message);
+        }
         return *alive;
     });
     if (!error.empty()) return Error(error);
@@ -149,9 +154,6 @@ void TunnelSession::handle(TunnelMessage& m) {
     LOG_DEBUG(kComp, "got %s service '%s' stream %d connection %u (%zu bytes)", message_type_name(m.type).c_str(),
               m.service_id.c_str(), m.stream_id, m.connection_id, m.payload.size());
     switch (m.type) {
-        case MessageType::Data:
-            on_data(m);
-            return;
         case MessageType::StreamStart:
         case MessageType::ConnectionStart:
             if (options_.role == Role::Source) {
@@ -187,7 +189,7 @@ void TunnelSession::handle(TunnelMessage& m) {
     }
 }
 
-TunnelSession::Service* TunnelSession::find_service(const std::string& id) {
+TunnelSession::Service* TunnelSession::find_service(std::string_view id) {
     if (!id.empty()) {
         for (auto& s : services_)
             if (s->endpoint.name == id) return s.get();
@@ -403,7 +405,9 @@ void TunnelSession::attach(Connection& c, Fd fd) {
     update_local_events(c);
 }
 
-void TunnelSession::on_data(TunnelMessage& m) {
+void TunnelSession::on_data(const MessageView& m) {
+    LOG_DEBUG(kComp, "got DATA service '%.*s' stream %d connection %u (%zu bytes)", static_cast<int>(m.service_id.size()),
+              m.service_id.data(), m.stream_id, m.connection_id, m.payload_len);
     Service* s = find_service(m.service_id);
     if (!s || s->stream_id == 0 || m.stream_id != s->stream_id) {
         ++stats_.messages_dropped;  // stale: an old stream's data still in flight
@@ -415,14 +419,29 @@ void TunnelSession::on_data(TunnelMessage& m) {
         return;
     }
     Connection& c = *it->second;
-    stats_.bytes_to_local += m.payload.size();
-    if (c.pending() == 0) {
-        c.out.swap(m.payload);
-        c.out_pos = 0;
-    } else {
-        c.out.append(m.payload);
+    stats_.bytes_to_local += m.payload_len;
+    const uint8_t* p = m.payload;
+    size_t left = m.payload_len;
+    if (c.fd.valid() && c.pending() == 0 && left) {
+        // Nothing waits before it: straight to the socket; only what it does not take is kept.
+        ssize_t n = ::send(c.fd.get(), p, left, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            local_closed(c, errno_text(errno));
+            return;
+        }
+        if (n > 0) {
+            p += n;
+            left -= static_cast<size_t>(n);
+        }
     }
-    if (c.fd.valid() && !flush_local(c)) {
+    if (left) {
+        if (c.pending() == 0) {
+            c.out.clear();
+            c.out_pos = 0;
+        }
+        c.out.append(reinterpret_cast<const char*>(p), left);
+    }
+    if (c.fd.valid() && c.pending() && !flush_local(c)) {
         local_closed(c, errno_text(errno));
         return;
     }
@@ -566,22 +585,38 @@ bool TunnelSession::read_local(Connection& c) {
             }
             return true;
         }
-        ssize_t n = ::recv(c.fd.get(), read_buf_.data(), read_buf_.size(), 0);
+        // The payload is read straight into the frame going out, after the room its header needs
+        // for a full read; a shorter read gets a shorter header, written to end where it starts.
+        DataEncoder enc(s.peer_service_id, s.stream_id, wire_connection_id(s, c.id), version_);
+        size_t room = enc.header_size(kDataChunk);
+        uint8_t* frame = transport_.reserve(room + kDataChunk + enc.trailer_size());
+        if (!frame) {
+            if (!local_paused_) {
+                local_paused_ = true;
+                for (auto& svc : services_)
+                    for (auto& [id, other] : svc->connections) update_local_events(*other);
+            }
+            return true;
+        }
+        ssize_t n = ::recv(c.fd.get(), frame + room, kDataChunk, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
         if (n <= 0) {
             local_closed(c, n == 0 ? std::string() : errno_text(errno));
             return false;
         }
-        data_.clear();
-        auto ok = append_data(data_, s.peer_service_id, s.stream_id, wire_connection_id(s, c.id), read_buf_.data(),
-                              static_cast<size_t>(n), version_);
-        if (ok) ok = transport_.send(reinterpret_cast<const uint8_t*>(data_.data()), data_.size());
+        size_t len = static_cast<size_t>(n);
+        uint8_t* message = frame + room - enc.header_size(len);
+        enc.write_header(message, len);
+        enc.write_trailer(frame + room + len);
+        auto ok = enc.check(len);
+        if (ok) ok = transport_.commit(message, enc.size(len));
         if (!ok) {
-            LOG_WARN(kComp, "service %s connection %u: %s", s.endpoint.name.c_str(), c.id, ok.error().c_str());
-            return true;
+            // The bytes are read and cannot go: carrying on would leave a gap in the stream.
+            local_closed(c, "cannot send what it sent: " + ok.error());
+            return false;
         }
         stats_.bytes_from_local += static_cast<uint64_t>(n);
-        if (static_cast<size_t>(n) < read_buf_.size()) return true;
+        if (len < kDataChunk) return true;
     }
     return true;
 }

@@ -52,6 +52,18 @@ public:
     // One binary frame holding whole tunnel messages.
     virtual Status send(const uint8_t* data, size_t len) = 0;
     virtual void pause_reading(bool paused) = 0;
+    // One frame built in place, so that what is read from a local socket is not copied on its way
+    // out: reserve(max) gives room for up to `max` bytes (nullptr: none now, as writable() false),
+    // commit(frame, len) sends the `len` bytes at `frame`, inside that room. Nothing else is sent in
+    // between. By default a scratch buffer and send().
+    virtual uint8_t* reserve(size_t max) {
+        scratch_.resize(max);
+        return scratch_.data();
+    }
+    virtual Status commit(const uint8_t* frame, size_t len) { return send(frame, len); }
+
+private:
+    std::vector<uint8_t> scratch_;
 };
 
 enum class Role { Destination, Source };
@@ -129,11 +141,11 @@ private:
     void handle(TunnelMessage& m);
     void on_stream_start(const TunnelMessage& m);
     void on_connection_start(const TunnelMessage& m);
-    void on_data(TunnelMessage& m);
+    void on_data(const MessageView& m);
     void on_connection_reset(const TunnelMessage& m);
     void on_stream_reset(const TunnelMessage& m);
     void on_service_ids(const TunnelMessage& m);
-    Service* find_service(const std::string& id);
+    Service* find_service(std::string_view id);
     std::string wire_service_id(const Service& s) const;  // source: the id its streams carry
     void attach(Connection& c, Fd fd);
     void open_connection(Service& s, uint32_t id, bool from_stream_start);
@@ -161,8 +173,6 @@ private:
     bool have_service_ids_ = false;
     MessageReader reader_;
     std::string control_;  // control messages waiting for room in the transport (small)
-    std::string data_;     // scratch for one outgoing DATA message
-    std::vector<uint8_t> read_buf_;
     std::vector<std::unique_ptr<Connection>> draining_;
     size_t congested_ = 0;       // connections over their buffer: the transport is paused while > 0
     bool local_paused_ = false;  // the transport is full: local sockets are not read

@@ -71,6 +71,10 @@ private:
     Status send(const uint8_t* data, size_t len) override {
         return ws_ ? ws_->send(data, len) : Status(Error("the tunnel is not connected"));
     }
+    uint8_t* reserve(size_t max) override { return ws_ ? ws_->reserve_frame(max) : nullptr; }
+    Status commit(const uint8_t* frame, size_t len) override {
+        return ws_ ? ws_->commit_frame(frame, len) : Status(Error("the tunnel is not connected"));
+    }
     void pause_reading(bool paused) override {
         if (ws_) ws_->pause_reading(paused);
     }

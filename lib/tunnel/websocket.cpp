@@ -21,6 +21,11 @@ namespace {
 const char* const kComp = "websocket";
 constexpr size_t kMaxHttpHeader = 8192;
 constexpr size_t kMaxRequest = 4096;  // the tunneling service's limit on the whole upgrade request
+// Received bytes are read in at least this much room (a TLS record's plaintext); a partial frame
+// is moved to the buffer's start only when less is left.
+constexpr size_t kMinReadRoom = 16384;
+// OpenSSL reads ahead this much from the socket in one read(): several TLS records.
+constexpr int kTlsReadBuffer = 64 * 1024;
 enum Opcode : uint8_t { kCont = 0x0, kText = 0x1, kBinary = 0x2, kClose = 0x8, kPing = 0x9, kPong = 0xA };
 
 std::string base64(const unsigned char* data, size_t len) {
@@ -35,7 +40,29 @@ bool is_ip_literal(const std::string& host) {
     return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-// XOR `len` bytes from `src` into `dst` with the 4-byte mask, a word at a time.
+// Frame header (with the masking key) for a payload of `len` bytes.
+size_t frame_header_size(size_t len) {
+    return (len < 126 ? 2 : len <= 0xFFFF ? 4 : 10) + 4;
+}
+
+size_t write_frame_header(uint8_t* p, uint8_t opcode, size_t len, const uint8_t key[4]) {
+    size_t h = 0;
+    p[h++] = static_cast<uint8_t>(0x80 | opcode);
+    if (len < 126) {
+        p[h++] = static_cast<uint8_t>(0x80 | len);
+    } else if (len <= 0xFFFF) {
+        p[h++] = 0x80 | 126;
+        p[h++] = static_cast<uint8_t>(len >> 8);
+        p[h++] = static_cast<uint8_t>(len);
+    } else {
+        p[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; --i) p[h++] = static_cast<uint8_t>(uint64_t(len) >> (8 * i));
+    }
+    memcpy(p + h, key, 4);
+    return h + 4;
+}
+
+// XOR `len` bytes from `src` into `dst` (the same place or apart) with the 4-byte mask, a word at a time.
 void mask_copy(uint8_t* dst, const uint8_t* src, size_t len, const uint8_t key[4]) {
     uint64_t k;
     uint8_t k8[8] = {key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]};
@@ -119,6 +146,56 @@ std::string WebSocket::accept_for(const std::string& key) {
     return base64(digest, sizeof digest);
 }
 
+uint8_t* SendRing::reserve(size_t n) {
+    if (!wrap_) {
+        if (head_ == tail_) head_ = tail_ = 0;
+        if (cap_ - tail_ >= n) return buf_.get() + tail_;
+        if (head_ >= n) {  // start again at the bottom; the top's rest stays unused
+            wrap_ = tail_;
+            tail_ = 0;
+            return buf_.get();
+        }
+    } else if (head_ - tail_ >= n) {
+        return buf_.get() + tail_;
+    }
+    // No room in one piece: a bigger ring, what is queued moved to its start (OpenSSL is told that a
+    // write it must retry may come from another place: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+    size_t used = size();
+    size_t cap = std::max({min_capacity, cap_ + cap_ / 2, used + n});
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[cap]);
+    size_t at = 0;
+    if (wrap_) {
+        memcpy(buf.get(), buf_.get() + head_, wrap_ - head_);
+        at = wrap_ - head_;
+        memcpy(buf.get() + at, buf_.get(), tail_);
+        at += tail_;
+    } else if (used) {
+        memcpy(buf.get(), buf_.get() + head_, used);
+        at = used;
+    }
+    buf_ = std::move(buf);
+    cap_ = cap;
+    head_ = wrap_ = 0;
+    tail_ = at;
+    return buf_.get() + tail_;
+}
+
+void SendRing::append(const void* data, size_t n) {
+    memcpy(reserve(n), data, n);
+    commit(n);
+}
+
+const uint8_t* SendRing::front(size_t& len) const {
+    len = (wrap_ ? wrap_ : tail_) - head_;
+    return buf_.get() + head_;
+}
+
+void SendRing::consume(size_t n) {
+    head_ += n;
+    if (wrap_ && head_ == wrap_) head_ = wrap_ = 0;
+    if (!wrap_ && head_ == tail_) head_ = tail_ = 0;
+}
+
 WebSocket::WebSocket(EventLoop& loop, WebSocketOptions options, Handlers handlers)
     : loop_(loop), options_(std::move(options)), handlers_(std::move(handlers)) {}
 
@@ -153,9 +230,10 @@ Status WebSocket::connect() {
                             kMaxRequest));
 
     in_.assign(std::max(options_.max_frame + 14, kMaxHttpHeader), 0);
-    in_len_ = 0;
+    in_start_ = in_len_ = 0;
     out_.clear();
-    out_pos_ = 0;
+    out_.min_capacity = options_.send_buffer + 2 * 65536;
+    reserved_ = nullptr;
     close_sent_ = close_received_ = in_message_ = false;
     close_reason_.clear();
     write_wants_read_ = read_wants_write_ = false;
@@ -174,7 +252,7 @@ Status WebSocket::connect() {
                        base64(reinterpret_cast<const unsigned char*>(cred.data()), cred.size()) + "\r\n";
         }
         connect += "\r\n";
-        out_.assign(connect.begin(), connect.end());
+        out_.append(connect.data(), connect.size());
         phase_ = Phase::ProxyConnect;
     } else {
         phase_ = Phase::Tcp;
@@ -216,6 +294,11 @@ void WebSocket::begin_tls() {
     }
     SSL_set_fd(ssl_.get(), fd_.get());
     SSL_set_mode(ssl_.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Read what the socket has, several records per read() (the data kept inside OpenSSL is read
+    // out before the loop waits again: do_read() reads until WANT_READ or pauses, and a resume
+    // drives it from a timer).
+    SSL_set_read_ahead(ssl_.get(), 1);
+    SSL_set_default_read_buffer_len(ssl_.get(), kTlsReadBuffer);
     if (!is_ip_literal(options_.host)) SSL_set_tlsext_host_name(ssl_.get(), options_.host.c_str());
     SSL_set_connect_state(ssl_.get());
 }
@@ -247,8 +330,8 @@ bool WebSocket::do_handshake() {
     if (rc == 1) {
         LOG_DEBUG(kComp, "TLS up with %s (%s)", options_.host.c_str(), SSL_get_version(ssl_.get()));
         phase_ = Phase::Upgrade;
-        out_.assign(upgrade_request_.begin(), upgrade_request_.end());
-        out_pos_ = 0;
+        out_.clear();
+        out_.append(upgrade_request_.data(), upgrade_request_.size());
         upgrade_request_.clear();
         return true;
     }
@@ -273,12 +356,14 @@ bool WebSocket::do_handshake() {
 
 bool WebSocket::do_write() {
     write_wants_read_ = false;
-    while (out_pos_ < out_.size()) {
-        size_t left = out_.size() - out_pos_;
+    for (;;) {
+        size_t left;
+        const uint8_t* data = out_.front(left);
+        if (!left) break;
         ssize_t n;
         if (ssl_) {
             ERR_clear_error();
-            int rc = SSL_write(ssl_.get(), out_.data() + out_pos_, static_cast<int>(std::min<size_t>(left, 1 << 20)));
+            int rc = SSL_write(ssl_.get(), data, static_cast<int>(std::min<size_t>(left, 1 << 20)));
             if (rc <= 0) {
                 int err = SSL_get_error(ssl_.get(), rc);
                 if (err == SSL_ERROR_WANT_WRITE) break;
@@ -293,21 +378,14 @@ bool WebSocket::do_write() {
             }
             n = rc;
         } else {
-            n = ::send(fd_.get(), out_.data() + out_pos_, left, MSG_NOSIGNAL);
+            n = ::send(fd_.get(), data, left, MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
                 fail(format("HTTP proxy %s: %s", options_.proxy_host.c_str(), errno_text(errno).c_str()));
                 return false;
             }
         }
-        out_pos_ += static_cast<size_t>(n);
-    }
-    if (out_pos_ == out_.size()) {
-        out_.clear();
-        out_pos_ = 0;
-    } else if (out_pos_ >= 65536 && out_pos_ * 2 >= out_.size()) {
-        out_.erase(out_.begin(), out_.begin() + static_cast<ptrdiff_t>(out_pos_));
-        out_pos_ = 0;
+        out_.consume(static_cast<size_t>(n));
     }
     return true;
 }
@@ -316,7 +394,7 @@ bool WebSocket::do_read() {
     auto alive = alive_;
     read_wants_write_ = false;
     // Frames already buffered first: reading may have been paused with some left over.
-    if (phase_ == Phase::Frames && in_len_ && !parse_frames()) return false;
+    if (phase_ == Phase::Frames && in_len_ > in_start_ && !parse_frames()) return false;
     if (!*alive || !fd_.valid()) return false;
     for (;;) {
         if (phase_ == Phase::Frames && paused_ && state_ == State::Open) break;
@@ -454,7 +532,8 @@ bool WebSocket::parse_upgrade() {
 
 bool WebSocket::parse_frames() {
     auto alive = alive_;
-    size_t pos = 0;
+    size_t pos = in_start_;
+    size_t partial = 14;  // what the frame at pos needs in all (at most a header until it is known)
     bool ok = true;
     while (in_len_ - pos >= 2 && !(paused_ && state_ == State::Open)) {
         const uint8_t* p = in_.data() + pos;
@@ -487,15 +566,23 @@ bool WebSocket::parse_frames() {
                                         static_cast<unsigned long long>(len), options_.max_frame));
             return false;
         }
-        if (avail < header + len) break;
+        if (avail < header + len) {
+            partial = header + static_cast<size_t>(len);
+            break;
+        }
         ok = handle_frame(opcode, fin, p + header, static_cast<size_t>(len));
         if (!*alive) return false;
         if (!ok || !fd_.valid()) return false;
         pos += header + static_cast<size_t>(len);
     }
-    if (pos) {
-        memmove(in_.data(), in_.data() + pos, in_len_ - pos);
-        in_len_ -= pos;
+    in_start_ = pos;
+    if (in_start_ == in_len_) {
+        in_start_ = in_len_ = 0;
+    } else if (in_start_ && (in_start_ + partial > in_.size() || in_.size() - in_len_ < kMinReadRoom)) {
+        // The rest cannot complete where it is, or little room is left to read into.
+        memmove(in_.data(), in_.data() + in_start_, in_len_ - in_start_);
+        in_len_ -= in_start_;
+        in_start_ = 0;
     }
     return true;
 }
@@ -574,27 +661,54 @@ void WebSocket::close_timed_out() {
     finish(std::move(c));
 }
 
-void WebSocket::queue_frame(uint8_t opcode, const uint8_t* data, size_t len) {
-    uint8_t header[14];
-    size_t h = 0;
-    header[h++] = static_cast<uint8_t>(0x80 | opcode);
-    if (len < 126) {
-        header[h++] = static_cast<uint8_t>(0x80 | len);
-    } else if (len <= 0xFFFF) {
-        header[h++] = 0x80 | 126;
-        header[h++] = static_cast<uint8_t>(len >> 8);
-        header[h++] = static_cast<uint8_t>(len);
-    } else {
-        header[h++] = 0x80 | 127;
-        for (int i = 7; i >= 0; --i) header[h++] = static_cast<uint8_t>(uint64_t(len) >> (8 * i));
+void WebSocket::next_mask(uint8_t key[4]) {
+    // Each key is 4 fresh random bytes (RFC 6455 5.3), drawn 64 at a time: RAND_bytes checks the
+    // pid (a getpid() call) every time it runs.
+    if (masks_used_ + 4 > sizeof masks_) {
+        RAND_bytes(masks_, sizeof masks_);
+        masks_used_ = 0;
     }
-    uint8_t* key = header + h;
-    RAND_bytes(key, 4);
-    h += 4;
-    size_t at = out_.size();
-    out_.resize(at + h + len);
-    memcpy(out_.data() + at, header, h);
-    mask_copy(out_.data() + at + h, data, len, key);
+    memcpy(key, masks_ + masks_used_, 4);
+    masks_used_ += 4;
+}
+
+void WebSocket::queue_frame(uint8_t opcode, const uint8_t* data, size_t len) {
+    reserved_ = nullptr;  // a frame reserved and not committed yet is given up
+    uint8_t key[4];
+    next_mask(key);
+    size_t h = frame_header_size(len);
+    uint8_t* p = out_.reserve(h + len);
+    write_frame_header(p, opcode, len, key);
+    if (len) mask_copy(p + h, data, len, key);
+    out_.commit(h + len);
+}
+
+uint8_t* WebSocket::reserve_frame(size_t max) {
+    reserved_ = nullptr;
+    if (state_ != State::Open || close_sent_ || max > options_.max_frame || !writable(max)) return nullptr;
+    reserved_header_ = frame_header_size(max);
+    reserved_max_ = max;
+    reserved_ = out_.reserve(reserved_header_ + max);
+    return reserved_ + reserved_header_;
+}
+
+Status WebSocket::commit_frame(const uint8_t* payload, size_t len) {
+    uint8_t* base = reserved_;
+    reserved_ = nullptr;
+    if (!base) return Error("no frame reserved (or the WebSocket queued something since)");
+    if (state_ != State::Open || close_sent_) return Error("the WebSocket is not open");
+    const uint8_t* room = base + reserved_header_;
+    if (payload < room || len > reserved_max_ || payload - room > static_cast<ptrdiff_t>(reserved_max_ - len))
+        return Error("the frame is not inside the reserved room");
+    uint8_t key[4];
+    next_mask(key);
+    size_t h = frame_header_size(len);
+    if (payload != base + h) memmove(base + h, payload, len);  // down: h <= reserved_header_
+    write_frame_header(base, kBinary, len, key);
+    mask_copy(base + h, base + h, len, key);
+    out_.commit(h + len);
+    update_events();
+    return {};
 }
 
 bool WebSocket::writable(size_t len) const {
@@ -664,9 +778,15 @@ void WebSocket::protocol_error(uint16_t code, const std::string& reason) {
         queue_frame(kClose, c, 2);
         close_sent_ = true;
         if (ssl_ && phase_ == Phase::Frames) {  // one attempt, errors ignored: the peer may learn why
-            ERR_clear_error();
-            SSL_write(ssl_.get(), out_.data() + out_pos_, static_cast<int>(out_.size() - out_pos_));
-            ERR_clear_error();
+            for (int piece = 0; piece < 2; ++piece) {
+                size_t left;
+                const uint8_t* data = out_.front(left);
+                ERR_clear_error();
+                int rc = left ? SSL_write(ssl_.get(), data, static_cast<int>(left)) : 0;
+                ERR_clear_error();
+                if (rc <= 0 || static_cast<size_t>(rc) != left) break;
+                out_.consume(left);
+            }
         }
     }
     if (fd_.valid()) fail(format("WebSocket to %s: %s", options_.host.c_str(), reason.c_str()));
@@ -718,8 +838,8 @@ void WebSocket::teardown() {
     ssl_.reset();
     fd_.reset();
     out_.clear();
-    out_pos_ = 0;
-    in_len_ = 0;
+    reserved_ = nullptr;
+    in_start_ = in_len_ = 0;
     paused_ = false;
     was_full_ = false;
 }

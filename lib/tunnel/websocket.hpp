@@ -55,6 +55,33 @@ struct WebSocketClosed {
     std::string channel_id;  // the service's channel-id, for AWS support
 };
 
+// The bytes a WebSocket has queued for its socket: a ring in which every frame lies in one piece
+// (one that does not fit at the top starts again at the bottom, the top's rest left unused), so
+// frames are built where they will be sent from and nothing queued is ever moved. It grows, moving
+// what it holds once, only when a frame finds no room (more than the send buffer queued: pongs, a
+// close).
+class SendRing {
+public:
+    size_t size() const { return wrap_ ? wrap_ - head_ + tail_ : tail_ - head_; }
+    size_t capacity() const { return cap_; }
+    // `n` contiguous bytes after the queued ones, not queued yet.
+    uint8_t* reserve(size_t n);
+    // The first `n` bytes of the last reservation join the queue.
+    void commit(size_t n) { tail_ += n; }
+    void append(const void* data, size_t n);
+    // The first contiguous run of queued bytes, and `n` of it gone to the socket.
+    const uint8_t* front(size_t& len) const;
+    void consume(size_t n);
+    void clear() { head_ = tail_ = wrap_ = 0; }
+    size_t min_capacity = 0;  // the first allocation's size
+
+private:
+    std::unique_ptr<uint8_t[]> buf_;
+    size_t cap_ = 0;
+    // Queued: [head_, tail_), or when wrapped (wrap_ != 0) [head_, wrap_) then [0, tail_).
+    size_t head_ = 0, tail_ = 0, wrap_ = 0;
+};
+
 class WebSocket {
 public:
     struct Handlers {
@@ -82,7 +109,19 @@ public:
     Status send(const uint8_t* data, size_t len);
     // Room for a frame of `len` bytes now.
     bool writable(size_t len = 0) const;
-    size_t buffered() const { return out_.size() - out_pos_; }
+    size_t buffered() const { return out_.size(); }
+
+    // A binary frame built in place in the send buffer, so that its payload is never copied (e.g.
+    // recv() straight into it): reserve_frame(max) returns where up to `max` payload bytes go, or
+    // nullptr when send() would refuse a frame of `max` bytes now (not open, or no room: on_writable
+    // follows as after writable() said no). commit_frame(payload, len) then masks the `len` bytes at
+    // `payload`, which lie inside the reserved room (normally at its start), in place and queues them
+    // as one frame; a payload that starts further in, or a frame short enough for a shorter header
+    // (under 126 bytes when `max` was not), is moved down first (a copy of `len` bytes). Nothing may
+    // be queued between the two calls: the WebSocket queuing anything itself (a pong, a close) or a
+    // send() gives the reservation up, and commit_frame() then refuses.
+    uint8_t* reserve_frame(size_t max);
+    Status commit_frame(const uint8_t* payload, size_t len);
 
     // Stop or resume reading from the socket (and so delivering on_data).
     void pause_reading(bool paused);
@@ -114,6 +153,7 @@ private:
     bool parse_frames();
     bool handle_frame(uint8_t opcode, bool fin, const uint8_t* payload, size_t len);
     void queue_frame(uint8_t opcode, const uint8_t* data, size_t len);
+    void next_mask(uint8_t key[4]);
     void update_events();
     void fail(std::string reason, bool retry = true, int http_status = 0);
     void finish(WebSocketClosed closed);
@@ -133,10 +173,15 @@ private:
     std::unique_ptr<SSL, SslFree> ssl_;
     EventLoop::WatchId watch_ = 0;
     EventLoop::TimerId connect_timer_ = 0, ping_timer_ = 0, close_timer_ = 0, resume_timer_ = 0;
-    std::vector<uint8_t> in_;  // received bytes not yet parsed (at most one frame plus its header)
-    size_t in_len_ = 0;
-    std::vector<uint8_t> out_;  // queued frames
-    size_t out_pos_ = 0;
+    // Received bytes: [in_start_, in_len_) not parsed yet. A partial frame stays where it is until
+    // the buffer's end is near (or it would not fit): then it is moved to the start.
+    std::vector<uint8_t> in_;
+    size_t in_start_ = 0, in_len_ = 0;
+    SendRing out_;                 // queued frames
+    uint8_t* reserved_ = nullptr;  // reserve_frame(): where the frame goes, nullptr when none
+    size_t reserved_header_ = 0, reserved_max_ = 0;
+    uint8_t masks_[256];  // masking keys from RAND_bytes, 64 frames' worth at a time
+    size_t masks_used_ = sizeof masks_;
     bool paused_ = false, handshake_wants_write_ = false;
     mutable bool was_full_ = false;  // writable() said no: on_writable is owed
     bool write_wants_read_ = false, read_wants_write_ = false;
