@@ -14,7 +14,8 @@ MAKEFLAGS += --no-print-directory
 
 BUILD_PACKAGES := build-essential cmake libssl-dev zlib1g-dev libprotobuf-dev protobuf-compiler dpkg-dev xz-utils file
 TEST_PACKAGES  := libgtest-dev libgmock-dev libbenchmark-dev mosquitto openssl python3 python3-paho-mqtt \
-                  python3-cryptography python3-pytest python3-cbor2 procps busybox openssh-server openssh-client
+                  python3-cryptography python3-pytest python3-cbor2 procps busybox openssh-server openssh-client \
+                  tmux curl wget
 
 .PHONY: all packages test-packages deps configure check demo size install bench format clean distclean
 

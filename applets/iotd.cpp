@@ -300,11 +300,16 @@ int iotd_main(int argc, char** argv) {
         // ends when both are done (or at the grace limit).
         auto disconnect = [&] {
             loop.add_timer(kStopGraceMs, [&] { loop.stop(); });
-            auto pending = std::make_shared<int>(tunnels ? 2 : 1);
+            auto pending = std::make_shared<int>(1);
             auto one_done = [&loop, pending] {
                 if (--*pending == 0) loop.stop();
             };
-            if (tunnels) tunnels->stop(one_done);
+#if IOTBOX_FEATURE_ST
+            if (tunnels) {
+                ++*pending;
+                tunnels->stop(one_done);
+            }
+#endif
             client.stop(one_done);
         };
         if (deadline == 0) {

@@ -294,8 +294,7 @@ def test_check_connect_reaches_the_broker_and_reports_refusal(iotbox, broker, wo
     r = config(iotbox, 'check', '--config-file', cfg, '--connect')
     assert r.returncode == 0, r.stdout + r.stderr
     assert f'OK    connection: connected to localhost:{broker.port} as check-net' in r.stdout, r.stdout
-    with open(broker.path('mosquitto.log')) as f:
-        assert 'Client check-net disconnected.' in f.read(), 'a clean DISCONNECT'
+    assert broker.wait_log('Client check-net disconnected.'), 'a clean DISCONNECT'
     broker.stop()
     r = config(iotbox, 'check', '--config-file', cfg, '--connect', '--timeout', '5')
     assert r.returncode == 1, r.stdout

@@ -192,11 +192,13 @@ def test_rejections_name_the_error(iotbox, broker, fleet, workdir, env):
 def test_timeout_names_the_step(iotbox, broker, fleet, workdir, env):
     claim = fleet.cmd('claim_certificate', template=TEMPLATE)
     fleet.cmd('provisioning_drop_next', api='provision')
+    # The timeout is every step's: CreateKeysAndCertificate must still be answered within it (the
+    # fakecloud makes an RSA key for it; 1 s was not always enough on a loaded machine).
     t0 = time.monotonic()
-    r = run(base_args(iotbox, broker, claim) + ['--timeout', '1'], env=env)
+    r = run(base_args(iotbox, broker, claim) + ['--timeout', '5'], env=env)
     assert r.returncode == 1
-    assert 'RegisterThing: no answer within 1 s' in r.stderr, r.stderr
-    assert time.monotonic() - t0 < 8
+    assert 'RegisterThing: no answer within 5 s' in r.stderr, r.stderr
+    assert time.monotonic() - t0 >= 5
     assert not os.path.exists(runtime_path(workdir))
 
 

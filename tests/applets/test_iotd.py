@@ -25,14 +25,7 @@ def test_connects_over_mutual_tls_and_stops_cleanly_on_sigterm(iotbox, broker, w
     assert 'stopped' in out
     assert not os.path.exists(os.path.join(workdir, 'iotd.lock')), 'lock file removed on exit'
     # The broker saw a clean DISCONNECT, not a dropped socket (it may log it a moment later).
-    deadline = time.time() + 5
-    while True:
-        with open(broker.path('mosquitto.log')) as f:
-            log = f.read()
-        if 'Client thing-1 disconnected.' in log or time.time() > deadline:
-            break
-        time.sleep(0.05)
-    assert 'Client thing-1 disconnected.' in log, log[-2000:]
+    assert broker.wait_log('Client thing-1 disconnected.'), open(broker.path('mosquitto.log')).read()[-2000:]
 
 
 def test_sigint_also_stops_with_exit_0(iotbox, broker, workdir, daemons):

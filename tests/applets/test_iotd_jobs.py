@@ -1,5 +1,6 @@
 """iotd's jobs feature end to end: a real broker with client certificates, the fakecloud's Jobs
 API, real handler processes. Each test asserts what the cloud ends up knowing."""
+import json
 import os
 import signal
 import time
@@ -40,6 +41,21 @@ def command_job(cloud, job_id, command, **extra):
     doc = {'version': '1.0', 'includeStdOut': True,
            'steps': [{'action': {'name': 'cmd', 'type': 'runCommand', 'input': {'command': command}}}]}
     return cloud.cmd('create_job', thing=THING, job_id=job_id, document=doc, **extra)
+
+
+def wait_until(ready, what, timeout=60):
+    deadline = time.time() + timeout
+    while not ready():
+        assert time.time() < deadline, f'no {what} within {timeout} s'
+        time.sleep(0.05)
+
+
+def step_gone(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return ') Z ' in f.read()
+    except FileNotFoundError:
+        return True
 
 
 def terminal_updates(view):
@@ -93,13 +109,11 @@ def test_cancel_stops_the_running_job_and_nothing_is_reported_for_it(setup):
     command_job(setup.cloud, 'long', f'sh,-c,echo $$ > {pidfile}; exec sleep 60')
     command_job(setup.cloud, 'after', 'true')
     setup.start()
-    deadline = time.time() + 10
-    while not os.path.exists(pidfile) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(), 'step started')
     pid = int(open(pidfile).read())
     setup.cloud.cmd('cancel_job', thing=THING, job_id='long', force=True)
-    setup.cloud.wait_status(THING, 'after', ['SUCCEEDED'])
-    assert not os.path.exists(f'/proc/{pid}') or ') Z ' in open(f'/proc/{pid}/stat').read(), 'step still running'
+    setup.cloud.wait_status(THING, 'after', ['SUCCEEDED'], timeout=60)
+    assert step_gone(pid), 'step still running'
     view = setup.cloud.cmd('job', thing=THING, job_id='long')['execution']
     assert view['status'] == 'CANCELED'
     assert not [h for h in view['history'] if h['op'] == 'update'], view['history']
@@ -111,9 +125,10 @@ def test_cloud_step_timeout_stops_the_step(setup):
     setup.start()
     view = setup.cloud.wait_status(THING, 'slow', ['TIMED_OUT', 'SUCCEEDED', 'FAILED'])
     assert view['status'] == 'TIMED_OUT'
-    time.sleep(1.5)
+    # iotd's own timer started when it received the job, a little after the cloud's.
+    wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(), 'step started')
     pid = int(open(pidfile).read())
-    assert not os.path.exists(f'/proc/{pid}') or ') Z ' in open(f'/proc/{pid}/stat').read(), 'step still running'
+    wait_until(lambda: step_gone(pid), f'end of the step (pid {pid}, sleep 60)', timeout=30)
 
 
 def test_sigkill_mid_job_resumes_after_the_last_completed_step(setup):
@@ -125,9 +140,7 @@ def test_sigkill_mid_job_resumes_after_the_last_completed_step(setup):
                     'input': {'command': f'sh,-c,printf 2 >> {out}; while [ ! -f {go} ]; do sleep 0.05; done'}}},
         {'action': {'name': 'three', 'type': 'runCommand', 'input': {'command': f'sh,-c,printf 3 >> {out}'}}}]})
     d = setup.start()
-    deadline = time.time() + 10
-    while (not os.path.exists(out) or open(out).read() != '12') and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: os.path.exists(out) and open(out).read() == '12', 'step two running')
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait()
     open(go, 'w').close()  # the orphaned step ends by itself; its result is never reported
@@ -167,17 +180,25 @@ def test_duplicate_notifications_do_not_run_a_job_twice(setup):
     runs = os.path.join(setup.workdir, 'runs')
     go = os.path.join(setup.workdir, 'go')
     command_job(setup.cloud, 'once', f'sh,-c,echo x >> {runs}; while [ ! -f {go} ]; do sleep 0.05; done')
-    setup.start()
-    view = setup.cloud.wait_status(THING, 'once', ['IN_PROGRESS'])
-    import json
-    dup = {'timestamp': 1, 'execution': {'jobId': 'once', 'status': 'IN_PROGRESS', 'versionNumber': view['versionNumber'],
-                                         'executionNumber': 1, 'jobDocument': {'operation': 'x'}}}
+    d = setup.start()
+    # Duplicates of a job iotd is running: wait for its step, not for the cloud's IN_PROGRESS. The
+    # cloud is IN_PROGRESS once it has answered start-next, and a notification published then can
+    # reach iotd before that answer: it is then the first news of the job, not a duplicate.
+    wait_until(lambda: os.path.exists(runs) and open(runs).read() == 'x\n', 'the job\'s step to start')
+    view = setup.cloud.cmd('job', thing=THING, job_id='once')['execution']
+    assert view['status'] == 'IN_PROGRESS', view
+    dup = json.dumps({'timestamp': 1, 'execution': {
+        'jobId': 'once', 'status': 'IN_PROGRESS', 'versionNumber': view['versionNumber'], 'executionNumber': 1,
+        'jobDocument': {'operation': 'x'}}})
     for _ in range(3):
-        setup.cloud.cmd('publish', topic=f'$aws/things/{THING}/jobs/notify-next', payload=json.dumps(dup), qos=1)
-    time.sleep(0.5)
+        setup.cloud.cmd('publish', topic=f'$aws/things/{THING}/jobs/notify-next', payload=dup, qos=1)
+    # iotd has handled each one when it has logged it (DEBUG); only then may the job end.
+    d.wait_for(f'received {len(dup)} bytes on $aws/things/{THING}/jobs/notify-next', timeout=60, count=3)
     open(go, 'w').close()
-    assert setup.cloud.wait_status(THING, 'once', ['SUCCEEDED', 'FAILED'])['status'] == 'SUCCEEDED'
-    time.sleep(0.5)
+    final = setup.cloud.wait_status(THING, 'once', ['SUCCEEDED', 'FAILED'], timeout=60)
+    assert final['status'] == 'SUCCEEDED', final
+    assert len(terminal_updates(final)) == 1
+    assert d.output().count('job once (execution 1, ') == 1, d.output()
     assert open(runs).read() == 'x\n'
 
 

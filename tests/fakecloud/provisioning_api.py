@@ -959,7 +959,10 @@ class JitpProxy:
             self._track(upraw, True)
             up = ctx.wrap_socket(upraw, server_hostname="localhost")
             for s in (dev, up):
-                s.settimeout(None)
+                # Non-blocking: a readable TLS socket may hold only a TLS 1.3 session ticket (the
+                # broker sends two after its handshake), and a blocking recv() would then wait for
+                # application data that cannot come before the device's CONNECT is relayed.
+                s.setblocking(False)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._relay(dev, up)
         except (OSError, ssl.SSLError, ValueError):
@@ -992,4 +995,13 @@ class JitpProxy:
                     continue
                 if not data:
                     return
-                peer[s].sendall(data)
+                self._send_all(peer[s], data)
+
+    @staticmethod
+    def _send_all(s, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[s.send(view):]
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                select.select([], [s], [], 0.5)

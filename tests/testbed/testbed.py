@@ -294,6 +294,18 @@ class Testbed:
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
+    def wait_log(self, text, timeout=10):
+        """True once the broker's log holds `text` (mosquitto writes a line a moment after the
+        event), False after `timeout` seconds."""
+        deadline = time.time() + timeout
+        while True:
+            with open(self.path("mosquitto.log"), errors="replace") as f:
+                if text in f.read():
+                    return True
+            if time.time() > deadline:
+                return False
+            time.sleep(0.05)
+
     @property
     def port(self):
         return self.info["port"]
