@@ -41,6 +41,12 @@ from tunnel_source import (CONNECTION_RESET, CONNECTION_START, DATA, P3, SERVICE
                            SESSION_RESET, STREAM_RESET, STREAM_START, WS_GUID, decode, encode)
 
 MiB = 1 << 20
+# Under qemu-user (a cross `make check`) the binary runs 5-20x slower: the transfers there prove the
+# same things on that architecture (byte order, 32-bit sizes) with an eighth of the bytes, and the
+# RSS bounds are not checked, since the process measured is the emulator with its code cache.
+import conftest  # noqa: E402
+EMULATED = bool(conftest.EMULATOR)
+SCALE = 8 if EMULATED else 1
 
 
 # ---------------------------------------------------------------- PySource: a source end in Python
@@ -611,18 +617,19 @@ def download(t, total, service=None):
 def test_200_mb_each_way_at_once_and_one_way_at_a_time(tunnel):
     t = tunnel('xfer-200').open_source()
     # Both ways at once: 200 MB up, echoed back 200 MB down, concurrently.
+    size = 200 * MiB // SCALE
     s = t.connect('echo')
-    sent, back = echo_transfer(s, 200 * MiB)
+    sent, back = echo_transfer(s, size)
     s.close()
     assert sent == back
     # One way at a time.
-    sent, seen = upload(t, 200 * MiB)
-    assert sent == seen == pattern_digest(200 * MiB)
-    assert download(t, 200 * MiB) == seen
+    sent, seen = upload(t, size)
+    assert sent == seen == pattern_digest(size)
+    assert download(t, size) == seen
     st = t.state()
     assert st['violations'] == []
-    assert st['ends']['destination']['data_bytes_in'] >= 400 * MiB
-    assert st['ends']['destination']['data_bytes_out'] >= 400 * MiB
+    assert st['ends']['destination']['data_bytes_in'] >= 2 * size
+    assert st['ends']['destination']['data_bytes_out'] >= 2 * size
     assert t.iotd.proc.poll() is None
 
 
@@ -633,10 +640,12 @@ def test_memory_stays_flat_through_1_gb_and_with_a_slow_consumer(tunnel):
     progress = [0]
     sampler = RssSampler(pid, lambda: progress[0])
     s = t.connect('echo')
-    sent, back = echo_transfer(s, 512 * MiB, progress)
+    sent, back = echo_transfer(s, 512 * MiB // SCALE, progress)
     s.close()
     samples = sampler.stop()
     assert sent == back
+    if EMULATED:
+        return
     settled = [rss for done, rss in samples if done >= 25 * MiB]  # 50 MB through the destination
     assert len(settled) > 20, samples
     growth = max(settled) - settled[0]
