@@ -4,24 +4,49 @@
 # left alone: a private sources list, lists and cache live under build/deps/apt/.
 #
 #   toolchains/deps.sh [TRIPLET] [DEPS_DIR]
+#   toolchains/deps.sh --source PACKAGE VERSION [DEPS_DIR]   fetch and unpack one source package
+#                                                            into DEPS_DIR/src, print its directory
 #
 # TRIPLET defaults to the host's (gcc -dumpmachine); a cross triplet uses <triplet>-gcc and the
 # toolchain file toolchains/<triplet>.cmake. Re-running is cheap: a finished prefix is kept.
+# IOT_OPENSSL=trimmed first builds a trimmed OpenSSL into <triplet>/openssl (toolchains/openssl.sh)
+# and builds libmosquitto against it; IOT_OPENSSL_ROOT=DIR uses an OpenSSL of yours.
 set -eu
 # A `make install DESTDIR=...` that builds the deps first must not install them under DESTDIR.
 unset DESTDIR
 
-TRIPLET=${1:-$(gcc -dumpmachine)}
-DEPS=${2:-$(pwd)/build/deps}
+if [ "${1:-}" = --source ]; then
+	MODE=source
+	SOURCE_PACKAGE=$2
+	SOURCE_VERSION=$3
+	DEPS=${4:-$(pwd)/build/deps}
+else
+	MODE=build
+	TRIPLET=${1:-$(gcc -dumpmachine)}
+	DEPS=${2:-$(pwd)/build/deps}
+fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 # Pinned source versions (bookworm). Changing them is a deliberate act: bump here and in README.
 MOSQUITTO_VERSION=2.0.11-1.2+deb12u2
 CJSON_VERSION=1.7.15-1+deb12u4
+# Size flags for the C libraries; no unwind tables: nothing unwinds through them (iotbox is built
+# without exceptions), and they were 6 KB of the binary.
+F="-Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables -Wno-deprecated-declarations"
 
-PFX=$DEPS/$TRIPLET
-STAMP=$PFX/.built-$MOSQUITTO_VERSION-$CJSON_VERSION
-[ -f "$STAMP" ] && exit 0
+if [ "$MODE" = build ]; then
+	PFX=$DEPS/$TRIPLET
+	if [ "${IOT_OPENSSL:-debian}" = trimmed ]; then
+		"$HERE/openssl.sh" "$TRIPLET" "$DEPS"
+		IOT_OPENSSL_ROOT=$PFX/openssl
+	fi
+	# Rebuilt when the versions, the flags, this recipe (RECIPE) or the OpenSSL it is built against
+	# change.
+	RECIPE=2
+	STAMP=$PFX/.built-$MOSQUITTO_VERSION-$CJSON_VERSION-$(printf '%s\n' "$F" "${IOT_OPENSSL_ROOT:-}" "$RECIPE" \
+		"$(cat "${IOT_OPENSSL_ROOT:-/nonexistent}/BUILD-KEY" 2>/dev/null || true)" | sha256sum | cut -c 1-12)
+	[ -f "$STAMP" ] && exit 0
+fi
 
 APT=$DEPS/apt
 SRC=$DEPS/src
@@ -39,20 +64,39 @@ fi
 APTOPT="-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=$APT/sources.list.d \
  -o Dir::State::Lists=$APT/lists -o Dir::Cache=$APT/cache -o Debug::NoLocking=1 -o APT::Sandbox::User=root"
 
+# Unpacks PACKAGE=VERSION into $SRC/PACKAGE-UPSTREAM (Debian's patches applied) and prints that
+# directory. apt checks every file it downloads against the signed index. When the mirror has the
+# orig tarball but not the .dsc or .debian.tar (seen for bookworm-security's openssl), the orig
+# tarball (upstream's release) is used as it is, and .iotbox-source in the directory says so.
 fetch() { # package version
-	if ! ls "$SRC/$1"_*.dsc >/dev/null 2>&1; then
-		[ -f "$APT/lists/.updated" ] || { apt-get $APTOPT -qq update && touch "$APT/lists/.updated"; }
-		(cd "$SRC" && apt-get $APTOPT -qq source --download-only "$1=$2")
+	upstream=${2#*:}
+	upstream=${upstream%-*}
+	dir=$SRC/$1-$upstream
+	if [ ! -d "$dir" ]; then
+		[ -f "$APT/lists/.updated" ] || { apt-get $APTOPT -qq update >&2 && touch "$APT/lists/.updated"; }
+		if (cd "$SRC" && apt-get $APTOPT -qq source --download-only "$1=$2") >"$SRC/$1.fetch.log" 2>&1; then
+			(cd "$SRC" && dpkg-source -x --no-check "$1_${2#*:}.dsc" >/dev/null)
+		elif [ "$1" = openssl ] && ls "$SRC/$1_$upstream".orig.tar.* >/dev/null 2>&1; then
+			echo "deps: the mirror has no .dsc/.debian.tar for $1 $2; using its orig tarball (upstream $upstream)" >&2
+			rm -rf "$dir.part" && mkdir -p "$dir.part"
+			for tarball in "$SRC/$1_$upstream".orig.tar.*; do
+				case $tarball in *.asc) ;; *) tar -xf "$tarball" -C "$dir.part" --strip-components=1 ;; esac
+			done
+			echo "openssl $upstream: the orig tarball of Debian's $2 (upstream's release); Debian's patches not applied, its .dsc was not on the mirror" >"$dir.part/.iotbox-source"
+			mv "$dir.part" "$dir"
+		else
+			cat "$SRC/$1.fetch.log" >&2
+			exit 1
+		fi
 	fi
-	dir=$(ls -d "$SRC/$1"-*/ 2>/dev/null | head -n 1 || true)
-	if [ -z "$dir" ]; then
-		(cd "$SRC" && dpkg-source -x --no-check "$(ls "$SRC/$1"_*.dsc | head -n 1)" >/dev/null)
-	fi
+	echo "$dir"
 }
-fetch mosquitto "$MOSQUITTO_VERSION"
-fetch cjson "$CJSON_VERSION"
-MOSQ_SRC=$(ls -d "$SRC"/mosquitto-*/ | head -n 1)
-CJSON_SRC=$(ls -d "$SRC"/cjson-*/ | head -n 1)
+if [ "$MODE" = source ]; then
+	fetch "$SOURCE_PACKAGE" "$SOURCE_VERSION"
+	exit 0
+fi
+MOSQ_SRC=$(fetch mosquitto "$MOSQUITTO_VERSION")
+CJSON_SRC=$(fetch cjson "$CJSON_VERSION")
 
 TC=""
 if [ "$TRIPLET" != "$(gcc -dumpmachine)" ]; then
@@ -61,12 +105,16 @@ if [ "$TRIPLET" != "$(gcc -dumpmachine)" ]; then
 	# The target's packages unpacked rather than installed (toolchains/target-root.sh).
 	if [ -n "${IOT_TARGET_ROOT:-}" ]; then TC="$TC -DIOT_TARGET_ROOT=$IOT_TARGET_ROOT"; fi
 fi
-# OPENSSL_ROOT_DIR lets a trimmed, self-built OpenSSL (size option) replace Debian's.
+# A trimmed, self-built OpenSSL (size option) replaces Debian's. Its paths are given outright: a
+# cross build's target root (or sysroot) is searched before OPENSSL_ROOT_DIR and holds Debian's.
 OSSL=""
-[ -n "${IOT_OPENSSL_ROOT:-}" ] && OSSL="-DOPENSSL_ROOT_DIR=$IOT_OPENSSL_ROOT -DOPENSSL_USE_STATIC_LIBS=ON"
+if [ -n "${IOT_OPENSSL_ROOT:-}" ]; then
+	OSSL="-DOPENSSL_ROOT_DIR=$IOT_OPENSSL_ROOT -DOPENSSL_USE_STATIC_LIBS=ON -DOPENSSL_INCLUDE_DIR=$IOT_OPENSSL_ROOT/include"
+	OSSL="$OSSL -DOPENSSL_CRYPTO_LIBRARY=$IOT_OPENSSL_ROOT/lib/libcrypto.a -DOPENSSL_SSL_LIBRARY=$IOT_OPENSSL_ROOT/lib/libssl.a"
+fi
 
-F="-Os -ffunction-sections -fdata-sections -Wno-deprecated-declarations"
 B=$DEPS/build-$TRIPLET
+rm -rf "$B/mosquitto" "$B/cjson"
 cmake -S "$MOSQ_SRC" -B "$B/mosquitto" $TC $OSSL -DCMAKE_BUILD_TYPE=MinSizeRel \
 	-DCMAKE_INSTALL_PREFIX="$PFX" -DCMAKE_C_FLAGS="$F" \
 	-DWITH_STATIC_LIBRARIES=ON -DWITH_PIC=OFF -DWITH_TLS=ON -DWITH_TLS_PSK=OFF -DWITH_SOCKS=OFF \
@@ -83,5 +131,7 @@ cmake --build "$B/cjson" -j2 >>"$B-cjson.log" 2>&1 && cmake --install "$B/cjson"
 	{ tail -n 40 "$B-cjson.log" >&2; exit 1; }
 
 printf 'mosquitto %s\ncjson %s\n' "$MOSQUITTO_VERSION" "$CJSON_VERSION" >"$PFX/VERSIONS"
+[ -n "${IOT_OPENSSL_ROOT:-}" ] && echo "built against the OpenSSL in $IOT_OPENSSL_ROOT" >>"$PFX/VERSIONS"
+rm -f "$PFX"/.built-*
 touch "$STAMP"
 echo "deps: built libmosquitto and cJSON for $TRIPLET in $PFX"
