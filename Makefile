@@ -76,7 +76,7 @@ size: all
 
 # Every architecture with Debian's and the trimmed OpenSSL, and the EXCLUDE_* subsets, each in its
 # own tree under build-size/ (left for the next run); the table goes to build-size/sizes.md.
-# An hour or more the first time on 2 cores. SIZE_ARCHS=x86_64 limits the architectures.
+# About 20 minutes the first time on 2 cores; SIZE_ARCHS=x86_64 limits the architectures.
 SIZE_ARCHS ?= x86_64 aarch64 armhf mipsel
 size-table:
 	@/usr/bin/python3 toolchains/size.py --table --archs '$(SIZE_ARCHS)' --jobs $(JOBS) --out build-size
