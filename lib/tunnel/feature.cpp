@@ -249,20 +249,15 @@ void TunnelFeature::ended(int id, const std::string& reason) {
 
 void TunnelFeature::stop(std::function<void()> done) {
     stopping_ = true;
-    bool any = false;
-    for (auto& [id, t] : tunnels_) any = any || !t.ended;
-    if (!any && tunnels_.empty()) {
+    if (tunnels_.empty()) {
         if (done) done();
         return;
     }
     stopped_ = std::move(done);
     LOG_INFO(kComp, "closing %zu tunnel%s", tunnels_.size(), tunnels_.size() == 1 ? "" : "s");
-    std::vector<int> ids;
-    for (auto& [id, t] : tunnels_) ids.push_back(id);
-    for (int id : ids) {
-        auto it = tunnels_.find(id);
-        if (it != tunnels_.end() && !it->second.ended) it->second.tunnel->stop();  // ended() follows
-    }
+    // ended() follows each stop(), and erases the tunnel from a timer: the map holds still here.
+    for (auto& [id, t] : tunnels_)
+        if (!t.ended) t.tunnel->stop();
 }
 
 std::string TunnelFeature::status_line() const {

@@ -280,17 +280,22 @@ Status TunnelSession::accept_local(size_t index, Fd fd) {
     start.service_id = s.peer_service_id;
     start.connection_id = multiplex ? id : 0;
     queue_control(start);
-    auto c = std::make_unique<Connection>();
-    Connection* raw = c.get();
-    raw->service = &s;
-    raw->id = id;
-    raw->from_stream_start = start.type == MessageType::StreamStart;
-    s.connections[id] = std::move(c);
-    ++stats_.connections_opened;
+    Connection& c = add_connection(s, id, start.type == MessageType::StreamStart);
     LOG_INFO(kComp, "service %s stream %d connection %u: opened", wire.empty() ? s.endpoint.name.c_str() : wire.c_str(),
              s.stream_id, id);
-    attach(*raw, std::move(fd));
+    attach(c, std::move(fd));
     return {};
+}
+
+TunnelSession::Connection& TunnelSession::add_connection(Service& s, uint32_t id, bool from_stream_start) {
+    auto c = std::make_unique<Connection>();
+    Connection& added = *c;
+    c->service = &s;
+    c->id = id;
+    c->from_stream_start = from_stream_start;
+    s.connections[id] = std::move(c);
+    ++stats_.connections_opened;
+    return added;
 }
 
 void TunnelSession::on_stream_start(const TunnelMessage& m) {
@@ -357,16 +362,10 @@ void TunnelSession::open_connection(Service& s, uint32_t id, bool from_stream_st
         }
         return;
     }
-    auto c = std::make_unique<Connection>();
-    Connection* raw = c.get();
-    raw->service = &s;
-    raw->id = id;
-    raw->from_stream_start = from_stream_start;
+    Connection* raw = &add_connection(s, id, from_stream_start);
     raw->connector =
         std::make_unique<TcpConnector>(loop_, s.endpoint.host, s.endpoint.port, options_.connect_timeout_ms,
                                        [this, raw](Result<Fd> fd) { on_connected(*raw, std::move(fd)); });
-    s.connections[id] = std::move(c);
-    ++stats_.connections_opened;
     LOG_INFO(kComp, "service %s stream %d connection %u: connecting to %s:%d", s.endpoint.name.c_str(), s.stream_id, id,
              s.endpoint.host.c_str(), s.endpoint.port);
     raw->connector->start();

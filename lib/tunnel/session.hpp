@@ -147,6 +147,8 @@ private:
     void on_service_ids(const TunnelMessage& m);
     Service* find_service(std::string_view id);
     std::string wire_service_id(const Service& s) const;  // source: the id its streams carry
+    // A new connection of s's stream, registered and counted; its socket comes later.
+    Connection& add_connection(Service& s, uint32_t id, bool from_stream_start);
     void attach(Connection& c, Fd fd);
     void open_connection(Service& s, uint32_t id, bool from_stream_start);
     void on_connected(Connection& c, Result<Fd> fd);
