@@ -99,17 +99,24 @@ Result<std::vector<Address>> resolve(const std::string& host, int port) {
 
 std::string address_text(const Address& a) {
     char buf[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
     if (a.addr.ss_family == AF_INET) {
-        auto* in = reinterpret_cast<const sockaddr_in*>(&a.addr);
-        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-        port = ntohs(in->sin_port);
-        return format("%s:%d", buf, port);
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&a.addr)->sin_addr, buf, sizeof buf);
+        return format("%s:%d", buf, address_port(a));
     }
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.addr);
-    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    port = ntohs(in6->sin6_port);
-    return format("[%s]:%d", buf, port);
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&a.addr)->sin6_addr, buf, sizeof buf);
+    return format("[%s]:%d", buf, address_port(a));
+}
+
+int address_port(const Address& a) {
+    if (a.addr.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&a.addr)->sin_port);
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&a.addr)->sin6_port);
+}
+
+void set_address_port(Address& a, int port) {
+    if (a.addr.ss_family == AF_INET)
+        reinterpret_cast<sockaddr_in*>(&a.addr)->sin_port = htons(static_cast<uint16_t>(port));
+    else
+        reinterpret_cast<sockaddr_in6*>(&a.addr)->sin6_port = htons(static_cast<uint16_t>(port));
 }
 
 TcpConnector::TcpConnector(EventLoop& loop, std::string host, int port, int64_t timeout_ms, Done done)

@@ -40,6 +40,8 @@ struct Address {
 };
 Result<std::vector<Address>> resolve(const std::string& host, int port);
 std::string address_text(const Address& a);
+int address_port(const Address& a);
+void set_address_port(Address& a, int port);
 
 // Connects to the first address that answers, each attempt non-blocking on the loop, the whole
 // within `timeout_ms`. `done` runs exactly once (never from inside start()) with the connected

@@ -165,10 +165,7 @@ Status TunnelClient::listen() {
         std::string last_error;
         size_t bound = 0;
         for (auto& a : *addresses) {
-            if (a.addr.ss_family == AF_INET)
-                reinterpret_cast<sockaddr_in*>(&a.addr)->sin_port = htons(static_cast<uint16_t>(port));
-            else if (a.addr.ss_family == AF_INET6)
-                reinterpret_cast<sockaddr_in6*>(&a.addr)->sin6_port = htons(static_cast<uint16_t>(port));
+            set_address_port(a, port);
             Fd fd(::socket(a.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
             int one = 1;
             if (fd.valid()) {
@@ -183,10 +180,7 @@ Status TunnelClient::listen() {
             Address actual;
             actual.len = sizeof actual.addr;
             (void)getsockname(fd.get(), reinterpret_cast<sockaddr*>(&actual.addr), &actual.len);
-            if (port == 0)
-                port = ntohs(actual.addr.ss_family == AF_INET
-                                 ? reinterpret_cast<sockaddr_in*>(&actual.addr)->sin_port
-                                 : reinterpret_cast<sockaddr_in6*>(&actual.addr)->sin6_port);
+            if (port == 0) port = address_port(actual);
             Listener l;
             l.service = i;
             l.address = address_text(actual);
