@@ -38,7 +38,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from tunnel_source import (CONNECTION_RESET, CONNECTION_START, DATA, P3, SERVICE_IDS,  # noqa: E402
-                           SESSION_RESET, STREAM_RESET, STREAM_START, WS_GUID, decode, encode)
+                           SESSION_RESET, STREAM_RESET, STREAM_START, WS_GUID, decode, encode, ws_frame)
 
 MiB = 1 << 20
 # Under qemu-user (a cross `make check`) the binary runs 5-20x slower: the transfers there prove the
@@ -50,26 +50,6 @@ SCALE = 8 if EMULATED else 1
 
 
 # ---------------------------------------------------------------- PySource: a source end in Python
-
-
-def _mask(payload, key):
-    n = len(payload)
-    if not n:
-        return b''
-    k = (key * ((n + 3) // 4))[:n]
-    return (int.from_bytes(payload, 'little') ^ int.from_bytes(k, 'little')).to_bytes(n, 'little')
-
-
-def _ws_frame(opcode, payload):
-    n = len(payload)
-    if n < 126:
-        head = struct.pack('!BB', 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack('!BBH', 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack('!BBQ', 0x80 | opcode, 0x80 | 127, n)
-    key = os.urandom(4)
-    return head + key + _mask(payload, key)
 
 
 class _Service:
@@ -154,10 +134,10 @@ class PySource:
             payload = await reader.readexactly(n) if n else b''
             opcode = h[0] & 0x0F
             if opcode == 0x9:
-                writer.write(_ws_frame(0xA, payload))
+                writer.write(ws_frame(0xA, payload))
                 continue
             if opcode == 0x8:
-                writer.write(_ws_frame(0x8, payload[:2]))
+                writer.write(ws_frame(0x8, payload[:2]))
                 return
             if opcode not in (0x0, 0x2):
                 continue
@@ -217,7 +197,7 @@ class PySource:
         ws = self.ws
         if ws is None:
             return False
-        ws.write(_ws_frame(0x2, struct.pack('!H', len(msg)) + msg))
+        ws.write(ws_frame(0x2, struct.pack('!H', len(msg)) + msg))
         try:
             await ws.drain()
         except (ConnectionError, OSError):

@@ -85,6 +85,28 @@ def decode(b):
     return m
 
 
+
+def ws_mask(payload, key):
+    """XOR with the 4-byte masking key (RFC 6455 5.3), a whole integer at a time."""
+    n = len(payload)
+    if not n:
+        return b''
+    k = (key * ((n + 3) // 4))[:n]
+    return (int.from_bytes(payload, 'little') ^ int.from_bytes(k, 'little')).to_bytes(n, 'little')
+
+
+def ws_frame(opcode, payload):
+    """One masked client frame, FIN set."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack('!BB', 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack('!BBH', 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack('!BBQ', 0x80 | opcode, 0x80 | 127, n)
+    key = os.urandom(4)
+    return head + key + ws_mask(payload, key)
+
 class Source:
     def __init__(self, broker, port, token, protocol=P3):
         self.broker, self.port, self.token, self.protocol = broker, port, token, protocol
@@ -122,16 +144,7 @@ class Source:
         return [m['services'] for m in self.msgs if m['type'] == SERVICE_IDS][-1]
 
     def _frame(self, opcode, payload):
-        n = len(payload)
-        if n < 126:
-            head = struct.pack('!BB', 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            head = struct.pack('!BBH', 0x80 | opcode, 0x80 | 126, n)
-        else:
-            head = struct.pack('!BBQ', 0x80 | opcode, 0x80 | 127, n)
-        mask = os.urandom(4)
-        masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
+        self.sock.sendall(ws_frame(opcode, payload))
 
     def send(self, *msgs):
         for m in msgs:
