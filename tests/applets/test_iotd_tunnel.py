@@ -114,9 +114,9 @@ def tunnel_state(cloud, t):
     return cloud.cmd('tunnels', tunnel_id=t['tunnel_id'])['tunnels'][0]
 
 
-def wait_destination(cloud, t, handshakes=1):
+def wait_destination(cloud, t, handshakes=1, timeout=15):
     return cloud.cmd('wait_tunnel', tunnel_id=t['tunnel_id'], end='destination', connected=True,
-                     handshakes=handshakes, timeout=15)['tunnel']
+                     handshakes=handshakes, timeout=timeout)['tunnel']
 
 
 def assert_no_token(d, *tokens):

@@ -260,6 +260,7 @@ if __name__ == '__main__':
 import pytest  # noqa: E402
 
 from conftest import device_config  # noqa: E402
+from test_iotd_tunnel import clean_env, wait_destination  # noqa: E402
 
 POOL = random.Random(6).randbytes(MiB + 65536)
 
@@ -394,7 +395,7 @@ def source_impl(iotbox):
     return 'python' if 'not available in this build' in r.stderr else 'iotbox'
 
 
-class SourceEnd:
+class SourceEnd(conftest.Daemon):
     """A running source end: service name -> local port that reaches it through the tunnel."""
 
     def __init__(self, impl, iotbox, endpoint, ca, token, services, log_path):
@@ -405,12 +406,9 @@ class SourceEnd:
         else:
             args = [sys.executable, os.path.abspath(__file__), '--source', '--services', spec, '--endpoint',
                     endpoint, '--root-ca', ca]
-        env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower() and not k.startswith('AWSIOT_')}
-        env['AWSIOT_TUNNEL_ACCESS_TOKEN'] = token
-        env['HOME'] = os.path.dirname(log_path)
-        self.impl, self.log_path = impl, log_path
-        self.log = open(log_path, 'w')
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        super().__init__(args, log_path, env=clean_env(AWSIOT_TUNNEL_ACCESS_TOKEN=token,
+                                                       HOME=os.path.dirname(log_path)))
+        self.impl = impl
         self.ports = {}
         deadline = time.time() + 15
         while len(self.ports) < len(services):
@@ -420,30 +418,16 @@ class SourceEnd:
                 self.output()
             time.sleep(0.05)
 
-    def output(self):
-        with open(self.log_path) as f:
-            return f.read()
-
     def connect(self, service, timeout=30):
         s = socket.create_connection(('127.0.0.1', self.ports[service]), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower() and not k.startswith('AWSIOT_')}
-    env.update(extra)
-    return env
+        try:
+            return super().stop()
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 def destination_iotd(iotbox, broker, cloud, workdir, daemons, thing, services):
@@ -463,9 +447,6 @@ def destination_iotd(iotbox, broker, cloud, workdir, daemons, thing, services):
     return d
 
 
-def wait_destination(cloud, t, handshakes=1, timeout=15):
-    return cloud.cmd('wait_tunnel', tunnel_id=t['tunnel_id'], end='destination', connected=True,
-                     handshakes=handshakes, timeout=timeout)['tunnel']
 
 
 class Tunnel:
